@@ -1,0 +1,33 @@
+# sgafast: `make demo` runs the main job on the bundled default, `make test` runs the tests.
+# Both create .venv with pip and install from this repository's own files when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_OUT := out/demo
+
+.PHONY: venv demo test bench clean
+
+$(STAMP): requirements.txt setup.py pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/sgafast refine sgafast/data/images/*.png -o $(DEMO_OUT) --model default \
+		--method ssl --iters 300 --tau-rate 6.7e-3 --batch-size 2 --track-every 50
+	$(BIN)/sgafast decode $(DEMO_OUT)/kodim05_center256.bin -o $(DEMO_OUT)/kodim05_center256.decoded.png
+	@echo "outputs in $(DEMO_OUT)/ (per-image .bin and .json, summary.json)"
+
+test: venv
+	$(BIN)/python -m pytest
+
+bench: venv
+	$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

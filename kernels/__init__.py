@@ -1,0 +1,1 @@
+"""Fused Triton kernels for SGA/SGA+ soft rounding (installed as sgafast.kernels)."""

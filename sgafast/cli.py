@@ -1,0 +1,169 @@
+"""The ``sgafast`` command line: refine, decode, train, models."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from .errors import SgafastError
+from .rounding import BACKENDS, METHODS
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SgafastError("--device cuda: no CUDA device is available; use --device cpu")
+    return torch.device(name)
+
+
+def add_refine_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``refine`` and ``eval``: the rounding, the schedule, the optimiser."""
+    p.add_argument("--classes", type=int, default=2, choices=(2, 3))
+    p.add_argument("--a", type=float, default=None,
+                   help="SSL parameter (default 2.3 two-class, 1.4 three-class)")
+    p.add_argument("--r", type=float, default=0.98, help="three-class r (default 0.98)")
+    p.add_argument("--n", type=float, default=1.5, help="three-class n (default 1.5)")
+    p.add_argument("--iters", type=int, default=2000, help="iterations (default 2000)")
+    p.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default 5e-3)")
+    p.add_argument("--tau-max", type=float, default=None,
+                   help="temperature cap (default 0.5 for atanh, 1.0 otherwise)")
+    p.add_argument("--tau-rate", type=float, default=1e-3,
+                   help="temperature decay rate c in exp(-c t) (default 1e-3)")
+    p.add_argument("--lmbda", type=float, default=None,
+                   help="R-D trade-off (default: the base model's training lambda)")
+    p.add_argument("--batch-size", type=int, default=1, help="same-size images per batch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--track-every", type=int, default=100,
+                   help="compute the true R-D loss every k iterations (0: never)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def refine_config(args: argparse.Namespace, method: str):
+    from .refine import RefineConfig
+
+    return RefineConfig(method=method, classes=args.classes, a=args.a, r=args.r, n=args.n,
+                        iters=args.iters, lr=args.lr, tau_max=args.tau_max,
+                        tau_rate=args.tau_rate, lmbda=args.lmbda, seed=args.seed,
+                        track_every=args.track_every, backend=args.backend)
+
+
+def _report_failures(failures) -> int:
+    for f in failures:
+        print(f"sgafast: {f.source}: {f.reason}" if not f.reason.startswith(f.source)
+              else f"sgafast: {f.reason}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_refine(args) -> int:
+    from . import models, pipeline
+    from .io import atomic_write_json
+
+    cfg = refine_config(args, args.method)
+    model = models.load(args.model, _device(args.device))
+    outdir = Path(args.output)
+    report = pipeline.refine_files([Path(p) for p in args.inputs], outdir, model, cfg,
+                                   batch_size=args.batch_size, progress=not args.quiet)
+    if report.records:
+        atomic_write_json(outdir / "summary.json", pipeline.summary(
+            report.records, f"sgafast-{args.method}",
+            f"{model.name}, {args.method}, {cfg.iters if cfg.refines else 0} iterations"))
+        for r in report.records:
+            print(f"{Path(r['source']).name}: {r['bpp']:.4f} bpp {r['psnr']:.2f} dB "
+                  f"(base {r['base']['bpp']:.4f} bpp {r['base']['psnr']:.2f} dB), "
+                  f"R-D loss {r['rd_loss']:.4f} (base {r['base']['rd_loss']:.4f})")
+    return _report_failures(report.failures)
+
+
+def cmd_decode(args) -> int:
+    from . import bitstream, models
+    from .images import write_png
+
+    model = models.load(args.model, _device(args.device))
+    path = Path(args.input)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SgafastError(f"{path}: cannot read ({exc})") from exc
+    x_hat = bitstream.decode(model, data, str(path))
+    write_png(args.output, x_hat[0])
+    print(f"{path} -> {args.output} ({x_hat.shape[-1]}x{x_hat.shape[-2]})")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(lmbda=args.lmbda, n=args.N, m=args.M, crop=args.crop,
+                      batch_size=args.batch_size, steps=args.steps, seed=args.seed,
+                      init=args.init)
+    train(args.image_dir, args.output, cfg, resume=args.resume)
+    return 0
+
+
+def cmd_models(args) -> int:
+    from . import models
+
+    for name, path in models.bundled_models().items():
+        m = models.load(name)
+        d = m.describe()
+        print(f"{name:12s} {d['architecture']:22s} N={d['N']:<4d} M={d['M']:<4d} "
+              f"lambda={d['lmbda']:<8g} {path.stat().st_size / 1e6:.1f} MB")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sgafast", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("refine", help="refine images' latents and write bitstreams")
+    p.add_argument("inputs", nargs="+", help="image files")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--model", default="default",
+                   help="bundled name, checkpoint path or ARCH:QUALITY (default: default)")
+    p.add_argument("--method", default="ssl", choices=METHODS + ("none",))
+    add_refine_options(p)
+    p.set_defaults(func=cmd_refine)
+
+    p = sub.add_parser("decode", help="decode a .bin with the unchanged CompressAI decoder")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True, help="PNG to write")
+    p.add_argument("--model", default="default")
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("train", help="train a mean-scale hyperprior base model")
+    p.add_argument("image_dir")
+    p.add_argument("-o", "--output", required=True, help="model file to write")
+    p.add_argument("--lmbda", type=float, default=0.0067)
+    p.add_argument("--N", type=int, default=64)
+    p.add_argument("--M", type=int, default=96)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=15000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default=None, help="fine-tune this model instead of a new one")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT.train-state")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("models", help="list the bundled base models")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SgafastError as exc:
+        print(f"sgafast: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Training (or fine-tuning) a small mean-scale hyperprior base model on random crops.
+
+The recipe of SPEC section 7: Adam 3e-4 dropping to 1e-4 for the last 20 % of steps, gradient
+clipping at 1.0, and CompressAI's aux loss with its own Adam at 1e-3 so the entropy bottleneck's
+medians are learned. The training state is saved next to the model file every few hundred steps,
+so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import models
+from .errors import SgafastError
+from .images import list_images, read_image
+from .io import atomic_torch_save
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run."""
+
+    lmbda: float = 0.0067
+    n: int = 64
+    m: int = 96
+    crop: int = 128
+    batch_size: int = 8
+    steps: int = 15000
+    lr: float = 3e-4
+    lr_final: float = 1e-4
+    aux_lr: float = 1e-3
+    clip: float = 1.0
+    save_every: int = 500
+    seed: int = 0
+    init: str | None = None  # a model to fine-tune instead of a fresh network
+
+
+def state_path(model_path: str | os.PathLike) -> Path:
+    """Where the resumable training state of ``model_path`` lives."""
+    return Path(f"{model_path}.train-state")
+
+
+class CropSampler:
+    """Random crops with random flips from images held in memory as uint8."""
+
+    def __init__(self, folder: str | os.PathLike, crop: int, generator: torch.Generator):
+        paths = list_images(folder)
+        if not paths:
+            raise SgafastError(f"{folder}: no images found (looked for png/jpg/... files)")
+        self.images = []
+        for p in paths:
+            x = read_image(p)
+            if min(x.shape[-2:]) >= crop:
+                self.images.append(x.mul(255).round().to(torch.uint8))
+        if not self.images:
+            raise SgafastError(f"{folder}: no image is at least {crop}x{crop} pixels")
+        self.crop, self.generator = crop, generator
+
+    def _randint(self, high: int) -> int:
+        return int(torch.randint(high, (1,), generator=self.generator))
+
+    def batch(self, size: int) -> torch.Tensor:
+        crops = []
+        for _ in range(size):
+            x = self.images[self._randint(len(self.images))]
+            top = self._randint(x.shape[1] - self.crop + 1)
+            left = self._randint(x.shape[2] - self.crop + 1)
+            x = x[:, top:top + self.crop, left:left + self.crop]
+            if self._randint(2):
+                x = x.flip(-1)
+            crops.append(x)
+        return torch.stack(crops).float().div_(255)
+
+
+def _optimizers(net: torch.nn.Module, cfg: TrainConfig):
+    main = [p for n, p in net.named_parameters() if not n.endswith(".quantiles")]
+    aux = [p for n, p in net.named_parameters() if n.endswith(".quantiles")]
+    return torch.optim.Adam(main, lr=cfg.lr), torch.optim.Adam(aux, lr=cfg.aux_lr)
+
+
+def rd_loss(net: torch.nn.Module, x: torch.Tensor, lmbda: float) -> tuple[torch.Tensor, dict]:
+    """CompressAI's training loss: lambda * 255^2 * MSE + bpp of the noisy latents."""
+    out = net(x)
+    num_pixels = x.shape[0] * x.shape[2] * x.shape[3]
+    bpp = sum(l.log2().sum() for l in out["likelihoods"].values()) / -num_pixels
+    mse = torch.mean((out["x_hat"] - x) ** 2)
+    return lmbda * 255**2 * mse + bpp, {"bpp": float(bpp), "mse": float(mse)}
+
+
+def train(image_dir: str | os.PathLike, output: str | os.PathLike, cfg: TrainConfig,
+          resume: bool = False) -> None:
+    """Train a model and write it to ``output`` (fp16 parameters, model format of models.py)."""
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    if cfg.init:
+        net = models.load(cfg.init).net.train()
+        for p in net.parameters():
+            p.requires_grad_(True)
+    else:
+        net = models.build("mbt2018-mean", cfg.n, cfg.m).train()
+    opt, aux_opt = _optimizers(net, cfg)
+    start = 0
+    resume_file = state_path(output)
+    if resume:
+        if not resume_file.is_file():
+            raise SgafastError(f"--resume: no training state at {resume_file}")
+        state = torch.load(resume_file, map_location="cpu", weights_only=True)
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        aux_opt.load_state_dict(state["aux_opt"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        start = state["step"]
+    sampler = CropSampler(image_dir, cfg.crop, generator)
+
+    def checkpoint(step: int) -> None:
+        atomic_torch_save({"net": net.state_dict(), "opt": opt.state_dict(),
+                           "aux_opt": aux_opt.state_dict(), "generator": generator.get_state(),
+                           "torch_rng": torch.get_rng_state(), "step": step,
+                           "config": dataclasses.asdict(cfg)}, resume_file)
+        models.save(output, net, lmbda=cfg.lmbda, extra={"training": {
+            "steps": step, "crop": cfg.crop, "batch_size": cfg.batch_size,
+            "data": str(image_dir), "init": cfg.init}})
+
+    drop_at = math.floor(0.8 * cfg.steps)
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train",
+               dynamic_ncols=True)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr if step < drop_at else cfg.lr_final
+        x = sampler.batch(cfg.batch_size)
+        opt.zero_grad()
+        loss, parts = rd_loss(net, x, cfg.lmbda)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
+        opt.step()
+        aux_opt.zero_grad()
+        net.aux_loss().backward()
+        aux_opt.step()
+        bar.set_postfix(loss=f"{float(loss):.3f}", bpp=f"{parts['bpp']:.3f}",
+                        psnr=f"{-10 * math.log10(max(parts['mse'], 1e-10)):.2f}")
+        if (step + 1) % cfg.save_every == 0:
+            checkpoint(step + 1)
+    checkpoint(cfg.steps)

@@ -1,0 +1,31 @@
+"""Shared fixtures; on a machine without CUDA, Triton kernels run in its CPU interpreter."""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    # must be set before any @triton.jit function runs
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+BUNDLED_IMAGES = Path(__file__).resolve().parents[1] / "sgafast" / "data" / "images"
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    import sgafast
+
+    return sgafast.load_model("default")
+
+
+@pytest.fixture(scope="session")
+def kodak_crops():
+    """Two real 64x64 Kodak crops (from the bundled images), as a (2, 3, 64, 64) batch."""
+    from sgafast.images import read_image
+
+    paths = sorted(BUNDLED_IMAGES.glob("*.png"))
+    return torch.stack([read_image(p)[:, 96:160, 96:160] for p in paths])

@@ -1,0 +1,128 @@
+"""The refinement driver (SPEC 3-6) on the bundled model and real Kodak crops."""
+
+import pytest
+import torch
+from compressai.models import JointAutoregressiveHierarchicalPriors, ScaleHyperprior
+
+import sgafast
+from sgafast import bitstream, codec
+from sgafast.errors import SgafastError
+from sgafast.images import pad, unpad
+from sgafast.models import BaseModel
+from sgafast.refine import RefineConfig, refine_batch, true_rd_loss
+
+FAST = dict(iters=120, tau_rate=2e-2, track_every=40)  # tau anneals within the short run
+
+
+def _crop(kodak_crops, h=48, w=56):
+    return kodak_crops[:, :, :h, :w]  # not a multiple of 64: exercises padding and masking
+
+
+def test_refinement_lowers_true_rd_loss(default_model, kodak_crops):
+    x = _crop(kodak_crops)[:1]
+    (res,) = refine_batch(default_model, x, ["a"], RefineConfig(method="ssl", **FAST))
+    _, unpadding = pad(x)
+    crop = lambda t: unpad(t, unpadding)  # noqa: E731
+    lmbda = default_model.lmbda
+    with torch.no_grad():
+        base = true_rd_loss(default_model.net, x, res.y_base, res.z_base, lmbda, crop)
+        refined = true_rd_loss(default_model.net, x, res.y, res.z, lmbda, crop)
+    assert refined.item() < 0.97 * base.item()
+    assert len(res.relaxed_loss) == FAST["iters"]
+    assert [t for t, _ in res.true_loss] == [0, 40, 80, 119]
+    assert res.true_loss[-1][1] == pytest.approx(refined.item(), rel=1e-5)
+
+
+def test_batch_equals_per_image(default_model, kodak_crops):
+    x = _crop(kodak_crops)
+    cfg = RefineConfig(method="linear", iters=15, track_every=0)
+    batched = refine_batch(default_model, x, ["first", "second"], cfg)
+    for i, name in enumerate(["first", "second"]):
+        (alone,) = refine_batch(default_model, x[i:i + 1], [name], cfg)
+        torch.testing.assert_close(batched[i].y, alone.y, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(batched[i].z, alone.z, rtol=1e-4, atol=1e-4)
+    # the noise follows the identity, not the batch position
+    swapped = refine_batch(default_model, x.flip(0), ["second", "first"], cfg)
+    torch.testing.assert_close(swapped[1].y, batched[0].y, rtol=1e-4, atol=1e-4)
+
+
+def test_distortion_ignores_the_padding(default_model, kodak_crops):
+    x = _crop(kodak_crops)[:1]
+    x_padded, unpadding = pad(x)
+    net = default_model.net
+    with torch.no_grad():
+        y, z = codec.encode(net, x_padded)
+        y_hat, z_hat, scales, means = codec.hard_latents(net, y, z)
+        terms = codec.rd_terms(net, x, y_hat, z_hat, scales, means, lambda t: unpad(t, unpadding))
+        x_hat = net.g_s(y_hat)
+        top, left = (64 - 48) // 2, (64 - 56) // 2
+        expected = ((x_hat[..., top:top + 48, left:left + 56] - x) ** 2).mean()
+    torch.testing.assert_close(terms["mse"][0], expected)
+
+
+def test_lambda_override_moves_along_the_rd_curve(default_model, kodak_crops):
+    x = _crop(kodak_crops)[:1]
+    low, high = (refine_batch(default_model, x, ["a"], RefineConfig(lmbda=lm, **FAST))[0]
+                 for lm in (0.002, 0.05))
+    bits = {}
+    for name, res in (("low", low), ("high", high)):
+        data = bitstream.encode(default_model, res.y, res.z, 48, 56)
+        bits[name] = len(data)
+    assert bits["high"] > bits["low"]
+
+
+def test_bitstream_round_trip_is_exact(default_model, kodak_crops):
+    x = _crop(kodak_crops)[:1]
+    (res,) = refine_batch(default_model, x, ["a"], RefineConfig(iters=10, track_every=0))
+    data = bitstream.encode(default_model, res.y, res.z, 48, 56)
+    decoded = bitstream.decode(default_model, data)
+    _, unpadding = pad(x)
+    with torch.no_grad():
+        y_hat, *_ = codec.hard_latents(default_model.net, res.y, res.z)
+        expected = unpad(default_model.net.g_s(y_hat).clamp(0, 1), unpadding)
+    assert torch.equal(decoded, expected)
+
+
+def test_base_bitstream_is_compressai_compress(default_model, kodak_crops):
+    """The encoder-side twin on the encoder's own latents writes what model.compress writes."""
+    x = _crop(kodak_crops)[:1]
+    (res,) = refine_batch(default_model, x, ["a"], RefineConfig(method="none"))
+    data = bitstream.encode(default_model, res.y_base, res.z_base, 48, 56)
+    header, z_string, y_string = bitstream.parse(data)
+    with torch.no_grad():
+        ref = default_model.net.compress(pad(x)[0])
+    assert (y_string, z_string) == (ref["strings"][0][0], ref["strings"][1][0])
+
+
+def test_scale_hyperprior_of_any_size_is_refined():
+    torch.manual_seed(0)
+    net = ScaleHyperprior(16, 24).eval()
+    net.update(force=True)
+    x = torch.rand(1, 3, 64, 64)
+    (res,) = sgafast.refine(net, x, lmbda=0.01, iters=5, track_every=0, method="atanh")
+    model = BaseModel(net, "scale", "bmshj2018-hyperprior", 0.01)
+    decoded = bitstream.decode(model, bitstream.encode(model, res.y, res.z, 64, 64))
+    with torch.no_grad():
+        y_hat, *_ = codec.hard_latents(net, res.y, res.z)
+        assert torch.equal(decoded, net.g_s(y_hat).clamp(0, 1))
+
+
+def test_autoregressive_models_are_refused():
+    with pytest.raises(SgafastError, match="autoregressive"):
+        sgafast.refine(JointAutoregressiveHierarchicalPriors(16, 24), torch.rand(1, 3, 64, 64),
+                       lmbda=0.01)
+
+
+@pytest.mark.parametrize("method", ["ste", "noise", "danneal", "atanh", "cosine"])
+def test_every_method_runs(default_model, kodak_crops, method):
+    x = _crop(kodak_crops)[:1]
+    (res,) = refine_batch(default_model, x, ["a"], RefineConfig(method=method, iters=3,
+                                                                 track_every=0))
+    assert torch.isfinite(res.y).all() and len(res.relaxed_loss) == 3
+
+
+@pytest.mark.parametrize("kwargs", [dict(iters=-1), dict(lr=0.0), dict(method="bogus"),
+                                    dict(lmbda=-0.1), dict(tau_max=0.0)])
+def test_bad_config_is_refused(kwargs):
+    with pytest.raises(SgafastError):
+        RefineConfig(**kwargs)
