@@ -36,7 +36,6 @@ VERSION = 1
 HEADER = struct.Struct("<4sBBHHIIQIII")
 ARCH_CODES = {"mbt2018-mean": 1, "bmshj2018-hyperprior": 2}
 MAX_PIXELS = 1 << 28  # 16384 x 16384: larger headers are rejected as corrupt
-CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,10 +53,12 @@ class Header:
 
 
 def fingerprint(net: torch.nn.Module) -> int:
-    """64-bit identity of a model's weights (CDF tables excluded: they are derived)."""
+    """64-bit identity of a model's weights (derived buffers such as CDF tables excluded)."""
+    from .models import DERIVED_BUFFERS
+
     h = hashlib.sha256()
     for name, tensor in sorted(net.state_dict().items()):
-        if not name.endswith(CDF_BUFFERS):
+        if not name.endswith(DERIVED_BUFFERS):
             h.update(name.encode())
             h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return int.from_bytes(h.digest()[:8], "little")

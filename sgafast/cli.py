@@ -1,4 +1,4 @@
-"""The ``sgafast`` command line: refine, decode, train, models."""
+"""The ``sgafast`` command line: refine, decode, train, models (eval lives in evaluate.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .errors import SgafastError
 from .rounding import BACKENDS, METHODS
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -53,7 +53,7 @@ def refine_config(args: argparse.Namespace, method: str):
                         track_every=args.track_every, backend=args.backend)
 
 
-def _report_failures(failures) -> int:
+def report_failures(failures) -> int:
     for f in failures:
         print(f"sgafast: {f.source}: {f.reason}" if not f.reason.startswith(f.source)
               else f"sgafast: {f.reason}", file=sys.stderr)
@@ -65,7 +65,7 @@ def cmd_refine(args) -> int:
     from .io import atomic_write_json
 
     cfg = refine_config(args, args.method)
-    model = models.load(args.model, _device(args.device))
+    model = models.load(args.model, resolve_device(args.device))
     outdir = Path(args.output)
     report = pipeline.refine_files([Path(p) for p in args.inputs], outdir, model, cfg,
                                    batch_size=args.batch_size, progress=not args.quiet)
@@ -77,14 +77,14 @@ def cmd_refine(args) -> int:
             print(f"{Path(r['source']).name}: {r['bpp']:.4f} bpp {r['psnr']:.2f} dB "
                   f"(base {r['base']['bpp']:.4f} bpp {r['base']['psnr']:.2f} dB), "
                   f"R-D loss {r['rd_loss']:.4f} (base {r['base']['rd_loss']:.4f})")
-    return _report_failures(report.failures)
+    return report_failures(report.failures)
 
 
 def cmd_decode(args) -> int:
     from . import bitstream, models
     from .images import write_png
 
-    model = models.load(args.model, _device(args.device))
+    model = models.load(args.model, resolve_device(args.device))
     path = Path(args.input)
     try:
         data = path.read_bytes()
@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the bundled base models")
     p.set_defaults(func=cmd_models)
+
+    from .evaluate import add_eval_parser
+
+    add_eval_parser(sub)
     return parser
 
 

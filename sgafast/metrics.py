@@ -15,8 +15,12 @@ def to_8bit(x: torch.Tensor) -> torch.Tensor:
 
 
 def psnr(x: torch.Tensor, x_hat: torch.Tensor) -> float:
-    """PSNR in dB of 8-bit versions of two (1, 3, H, W) images in [0, 1]."""
-    mse = float(torch.mean((to_8bit(x) - to_8bit(x_hat)) ** 2))
+    """PSNR in dB of 8-bit versions of two (1, 3, H, W) images in [0, 1].
+
+    The squared 8-bit errors are integers, summed in float64 exactly: the value does not depend
+    on memory layout or thread count, so a decoded file reproduces the recorded PSNR.
+    """
+    mse = float(torch.mean((to_8bit(x) - to_8bit(x_hat)).double() ** 2))
     return math.inf if mse == 0 else 20 * math.log10(255) - 10 * math.log10(mse)
 
 

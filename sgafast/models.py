@@ -20,11 +20,14 @@ from .io import atomic_torch_save
 MODEL_FORMAT = "sgafast-model"
 MODEL_FORMAT_VERSION = 1
 BUNDLED_DIR = Path(__file__).resolve().parent / "data" / "models"
+ALIASES = {"default": "q3"}  # the default is the ladder point at lambda = 0.0067
 
 ARCHITECTURES = {
     "mbt2018-mean": MeanScaleHyperprior,
     "bmshj2018-hyperprior": ScaleHyperprior,
 }
+# Buffers that update(force=True) rebuilds from the weights: never stored, never fingerprinted.
+DERIVED_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 # CompressAI's MSE-trained zoo: lambda per quality 1..8 (SPEC section 7).
 ZOO_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.18)
 UNSUPPORTED_HINT = (
@@ -80,7 +83,7 @@ def save(path: str | os.PathLike, net: torch.nn.Module, *, lmbda: float, dtype=t
     state = {
         k: (v.to(dtype) if v.is_floating_point() else v)
         for k, v in net.state_dict().items()
-        if not k.endswith(("_quantized_cdf", "_offset", "_cdf_length"))
+        if not k.endswith(DERIVED_BUFFERS)
     }
     payload = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION,
                "architecture": architecture_of(net), "N": n, "M": m, "lmbda": float(lmbda),
@@ -105,13 +108,15 @@ def _load_file(path: Path) -> BaseModel:
         state = payload.get("state_dict", payload)
         net, arch = _net_from_plain_state(path, state)
         lmbda = None
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+    if not isinstance(state, dict):
+        raise SgafastError(f"{path}: its state_dict is a {type(state).__name__}, not a dict")
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()
+             if isinstance(v, torch.Tensor) and not k.endswith(DERIVED_BUFFERS)}
     try:  # nn.Module's loader: CompressAI's insists on CDF tables, which update() rebuilds
         torch.nn.Module.load_state_dict(net, state, strict=False)
     except RuntimeError as exc:
         raise SgafastError(f"{path}: weights do not fit the {arch} architecture ({exc})") from exc
-    missing = [k for k in net.state_dict() if k not in state
-               and not k.endswith(("_quantized_cdf", "_offset", "_cdf_length"))]
+    missing = [k for k in net.state_dict() if k not in state and not k.endswith(DERIVED_BUFFERS)]
     if missing:
         raise SgafastError(f"{path}: checkpoint lacks {len(missing)} weights, e.g. {missing[0]}")
     return BaseModel(net, str(path), arch, lmbda)
@@ -124,7 +129,7 @@ def _net_from_plain_state(path: Path, state: dict) -> tuple[torch.nn.Module, str
     try:
         n = state["g_a.0.weight"].size(0)
         m = state["g_a.6.weight"].size(0)
-        hs_out = state["h_s.4.weight"].size(1)  # a transposed conv: (in, out, k, k)
+        hs_out = state["h_s.4.weight"].size(0)  # the last conv of h_s: (out, in, k, k)
     except KeyError as exc:
         raise SgafastError(f"{path}: not a CompressAI hyperprior state dict "
                            f"(missing {exc}). {UNSUPPORTED_HINT}") from exc
@@ -155,17 +160,23 @@ def _load_zoo(spec: str) -> BaseModel:
 
 
 def bundled_models() -> dict[str, Path]:
-    """Bundled model files by name (``default`` is always one of them)."""
+    """Bundled model files by name (q2..q5, the ladder of CompressAI's qualities 2-5)."""
     return {p.stem: p for p in sorted(BUNDLED_DIR.glob("*.pt"))}
+
+
+def ladder() -> list[str]:
+    """Names of the bundled ladder, in ascending lambda (= ascending rate)."""
+    return sorted(n for n in bundled_models() if n.startswith("q"))
 
 
 def load(spec: str | os.PathLike = "default", device: str | torch.device = "cpu") -> BaseModel:
     """Load a base model by bundled name, file path or ``ARCH:QUALITY``, ready to compress."""
     spec_str = str(spec)
     bundled = bundled_models()
-    if spec_str in bundled:
-        model = _load_file(bundled[spec_str])
-        model.name = spec_str
+    name = ALIASES.get(spec_str, spec_str)
+    if name in bundled:
+        model = _load_file(bundled[name])
+        model.name = name
     elif Path(spec_str).is_file():
         model = _load_file(Path(spec_str))
     elif ":" in spec_str:

@@ -1,0 +1,291 @@
+"""``sgafast eval``: every method at every ladder point, then R-D curves, BD tables and plots.
+
+Each (method, model) run is an ordinary ``refine`` job into ``OUTDIR/runs/<method>/<model>/``,
+so an interrupted evaluation resumes where it stopped. The outputs are one eval_model-schema
+JSON per method (``python -m compressai.utils.plot`` draws them), ``bd.md``/``bd.json`` (BD-rate
+and BD-PSNR against ``none`` with the bjontegaard package), ``rd.png`` and ``convergence.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import re
+import warnings
+from pathlib import Path
+
+import bjontegaard as bd
+from tqdm import tqdm
+
+from . import models, pipeline
+from .errors import SgafastError
+from .images import center_crop, list_images, read_image, write_png
+from .io import atomic_write_bytes, atomic_write_json
+from .refine import NO_REFINEMENT, RefineConfig
+from .rounding import METHODS, THREE_CLASS_METHODS
+
+ANCHOR = NO_REFINEMENT
+JPEG = "jpeg"
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """One curve of the evaluation: a method and its class count, with a file-safe label."""
+
+    method: str
+    classes: int
+
+    @property
+    def label(self) -> str:
+        return self.method if self.classes == 2 else f"{self.method}-3c"
+
+
+def parse_methods(text: str, default_classes: int = 2) -> list[MethodSpec]:
+    """``none,ssl,linear:3`` -> specs; ``name:3`` asks for the three-class form."""
+    specs = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, _, classes = item.partition(":")
+        if name not in METHODS + (NO_REFINEMENT,):
+            raise SgafastError(f"--methods: unknown method {name!r}; choose from "
+                               f"{', '.join(METHODS + (NO_REFINEMENT,))}")
+        if classes and classes not in ("2", "3"):
+            raise SgafastError(f"--methods: {item!r}: the class count must be 2 or 3")
+        k = int(classes) if classes else (
+            default_classes if name in THREE_CLASS_METHODS else 2)
+        if k == 3 and name not in THREE_CLASS_METHODS:
+            raise SgafastError(f"--methods: {name!r} has no three-class form")
+        specs.append(MethodSpec(name, k))
+    if not specs:
+        raise SgafastError("--methods: give at least one method")
+    if ANCHOR not in [s.method for s in specs]:
+        specs.insert(0, MethodSpec(ANCHOR, 2))  # every comparison is against the base codec
+    return list(dict.fromkeys(specs))
+
+
+def resolve_models(text: str) -> list[str]:
+    """``ladder`` -> the bundled ladder (ascending lambda); otherwise a comma list of specs."""
+    if text == "ladder":
+        return models.ladder()
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def model_label(spec: str) -> str:
+    """A file-safe name for a model spec: a bundled name, a file's stem, or ARCH-QUALITY."""
+    name = Path(spec).stem if Path(spec).suffix else spec
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+
+
+def prepare_inputs(dataset: Path, outdir: Path, crop: int | None, limit: int | None) -> list[Path]:
+    """The dataset's images (first ``limit``), centre-cropped once into OUTDIR/inputs if asked."""
+    paths = list_images(dataset) if dataset.is_dir() else [dataset]
+    if not paths:
+        raise SgafastError(f"{dataset}: no images found")
+    paths = paths[:limit] if limit else paths
+    if not crop:
+        return paths
+    prepared = []
+    for path in paths:
+        target = outdir / "inputs" / f"{path.stem}.png"
+        if not target.is_file():
+            try:
+                write_png(target, center_crop(read_image(path), crop))
+            except SgafastError as exc:
+                warnings.warn(str(exc))
+                continue
+        prepared.append(target)
+    return prepared
+
+
+def eval_model_json(spec: MethodSpec, per_model: list[tuple[str, dict]]) -> dict:
+    """One eval_model-schema document for a method: one entry per ladder point."""
+    rows = [pipeline.summary(records, spec.label, name) for name, records in per_model]
+    keys = rows[0]["results"].keys()
+    return {
+        "name": f"sgafast-{spec.label}",
+        "description": f"sgafast {spec.label} on {', '.join(n for n, _ in per_model)}",
+        "results": {k: [r["results"][k][0] for r in rows] for k in keys},
+        "bpp-likelihood": [r["bpp-likelihood"][0] for r in rows],
+        "rd-loss": [r["rd-loss"][0] for r in rows],
+        "models": [name for name, _ in per_model],
+    }
+
+
+def bd_row(anchor: dict, test: dict, rate_key: str) -> tuple[float | None, float | None]:
+    """(BD-rate in %, BD-PSNR in dB) of ``test`` against ``anchor`` for one rate measure.
+
+    None where the curves do not overlap (the bjontegaard package returns NaN there).
+    """
+    def rate(doc):
+        return doc["results"]["bpp"] if rate_key == "bpp" else doc["bpp-likelihood"]
+
+    curves = (rate(anchor), anchor["results"]["psnr-rgb"], rate(test), test["results"]["psnr-rgb"])
+    options = dict(method="akima", require_matching_points=False, min_overlap=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        values = bd.bd_rate(*curves, **options), bd.bd_psnr(*curves, **options)
+    return tuple(None if math.isnan(v) else float(v) for v in values)
+
+
+def bd_table(curves: dict[str, dict], anchor: str = ANCHOR) -> list[dict]:
+    rows = []
+    for label, doc in curves.items():
+        if label == anchor:
+            continue
+        row = {"method": label}
+        for key in ("bpp", "likelihood"):
+            rate, psnr = bd_row(curves[anchor], doc, key)
+            row[f"bd_rate_{key}"], row[f"bd_psnr_{key}"] = rate, psnr
+        rd_a, rd_t = curves[anchor]["rd-loss"], doc["rd-loss"]
+        row["rd_loss_change"] = sum((t - a) / a for a, t in zip(rd_a, rd_t)) / len(rd_a) * 100 \
+            if len(rd_a) == len(rd_t) else None
+        rows.append(row)
+    return rows
+
+
+def _fmt(x, digits: int, unit: str) -> str:
+    return "n/a" if x is None else f"{x:+.{digits}f} {unit}"
+
+
+def bd_markdown(rows: list[dict], anchor: str = ANCHOR) -> str:
+    lines = [f"BD against `{anchor}` (PSNR-RGB; akima interpolation; negative BD-rate is better)",
+             "",
+             "| method | BD-rate (bitstream) | BD-PSNR (bitstream) | BD-rate (likelihood) | "
+             "BD-PSNR (likelihood) | mean true R-D loss change |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {_fmt(r['bd_rate_bpp'], 2, '%')} | "
+                     f"{_fmt(r['bd_psnr_bpp'], 3, 'dB')} | "
+                     f"{_fmt(r['bd_rate_likelihood'], 2, '%')} | "
+                     f"{_fmt(r['bd_psnr_likelihood'], 3, 'dB')} | "
+                     f"{_fmt(r['rd_loss_change'], 2, '%')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_rd(curves: dict[str, dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for label, doc in curves.items():
+        ax.plot(doc["results"]["bpp"], doc["results"]["psnr-rgb"], marker="o", label=label,
+                linestyle="--" if label in (ANCHOR, JPEG) else "-")
+    ax.set(xlabel="bit rate [bpp] (bitstream)", ylabel="PSNR-RGB [dB]", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save_figure(fig, path)
+
+
+def plot_convergence(histories: dict[str, dict[str, list[dict]]], path: Path) -> None:
+    """Mean true R-D loss against iteration, one panel per model, one curve per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model_names = list(next(iter(histories.values())).keys())
+    fig, axes = plt.subplots(1, len(model_names), figsize=(4.2 * len(model_names), 3.8),
+                             squeeze=False)
+    for ax, name in zip(axes[0], model_names):
+        for label, per_model in histories.items():
+            records = per_model[name]
+            tracked = [r["history"]["true_loss"] for r in records if r["history"]["true_loss"]]
+            if not tracked:
+                continue
+            steps = [t for t, _ in tracked[0]]
+            mean = [sum(h[i][1] for h in tracked) / len(tracked) for i in range(len(steps))]
+            ax.plot(steps, mean, label=label)
+        ax.set(title=name, xlabel="iteration", ylabel="mean true R-D loss")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    _save_figure(fig, path)
+
+
+def _save_figure(fig, path: Path) -> None:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def run_eval(dataset: Path, outdir: Path, specs: list[MethodSpec], model_names: list[str],
+             base_cfg: RefineConfig, *, crop=None, limit=None, batch_size=1, device="cpu",
+             jpeg_qualities=None, progress=True) -> dict:
+    """Run every (method, model) pair, then write the curves, the BD table and the plots."""
+    labels = [model_label(m) for m in model_names]
+    if len(set(labels)) != len(labels):
+        raise SgafastError(f"--models: two models share a name ({', '.join(labels)}); "
+                           "rename the files")
+    inputs = prepare_inputs(dataset, outdir, crop, limit)
+    records: dict[str, dict[str, list[dict]]] = {s.label: {} for s in specs}
+    failures = []
+    jobs = tqdm(total=len(specs) * len(model_names), desc="eval", disable=not progress,
+                dynamic_ncols=True, position=0)
+    for model_name, label in zip(model_names, labels):
+        model = models.load(model_name, device)
+        for spec in specs:
+            cfg = dataclasses.replace(base_cfg, method=spec.method, classes=spec.classes)
+            jobs.set_postfix(model=label, method=spec.label)
+            report = pipeline.refine_files(inputs, outdir / "runs" / spec.label / label,
+                                           model, cfg, batch_size=batch_size, progress=False)
+            records[spec.label][label] = report.records
+            failures += report.failures
+            jobs.update(1)
+    jobs.close()
+    curves = {s.label: eval_model_json(s, list(records[s.label].items())) for s in specs}
+    if jpeg_qualities:
+        from .jpeg import jpeg_curve
+
+        curves[JPEG] = jpeg_curve(inputs, jpeg_qualities)
+    for label, doc in curves.items():
+        atomic_write_json(outdir / f"{label}.json", doc)
+    rows = bd_table({k: v for k, v in curves.items() if k != JPEG})
+    atomic_write_json(outdir / "bd.json", rows)
+    text = bd_markdown(rows)
+    if JPEG in curves:
+        text += "\n" + bd_markdown(bd_table({JPEG: curves[JPEG], ANCHOR: curves[ANCHOR]},
+                                            anchor=JPEG), anchor=JPEG)
+    atomic_write_bytes(outdir / "bd.md", text.encode())
+    plot_rd(curves, outdir / "rd.png", f"{dataset.name}: {len(inputs)} images")
+    plot_convergence({label: per_model for label, per_model in records.items()
+                      if label != ANCHOR}, outdir / "convergence.png")
+    return {"curves": curves, "bd": rows, "failures": failures}
+
+
+def add_eval_parser(sub) -> None:
+    from .cli import add_refine_options
+
+    p = sub.add_parser("eval", help="R-D curves and BD tables of methods over a model ladder")
+    p.add_argument("dataset", help="a folder of images (or one image)")
+    p.add_argument("-o", "--output", required=True, help="output folder (resumable)")
+    p.add_argument("--methods", default="none,ste,noise,atanh,linear,cosine,ssl",
+                   help="comma list; name:3 for the three-class form, e.g. ssl,linear:3")
+    p.add_argument("--models", default="ladder",
+                   help="'ladder' (the bundled ladder) or a comma list of model specs")
+    p.add_argument("--crop", type=int, default=None, help="centre crop size")
+    p.add_argument("--limit", type=int, default=None, help="first N images only")
+    p.add_argument("--jpeg", default=None,
+                   help="add a JPEG curve at these Pillow qualities, e.g. 10,20,30,50,70,90")
+    add_refine_options(p)
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .cli import refine_config, report_failures, resolve_device
+
+    specs = parse_methods(args.methods, args.classes)
+    base_cfg = refine_config(args, "ssl")
+    qualities = [int(q) for q in args.jpeg.split(",")] if args.jpeg else None
+    result = run_eval(Path(args.dataset), Path(args.output), specs, resolve_models(args.models),
+                      base_cfg, crop=args.crop, limit=args.limit, batch_size=args.batch_size,
+                      device=resolve_device(args.device), jpeg_qualities=qualities,
+                      progress=not args.quiet)
+    print((Path(args.output) / "bd.md").read_text())
+    return report_failures(result["failures"])

@@ -1,0 +1,118 @@
+"""The sgafast command line end to end, into a temporary folder."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from sgafast.cli import main
+from sgafast.images import read_image
+from sgafast.metrics import psnr
+
+BUNDLED = sorted((Path(__file__).resolve().parents[1] / "sgafast" / "data" / "images").glob("*.png"))
+RECORD_KEYS = {"source", "model", "method", "iterations", "lmbda", "bpp", "bpp_likelihood", "psnr",
+               "ms_ssim", "rd_loss", "seconds", "base"}
+
+
+@pytest.fixture(scope="module")
+def refined_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("refined")
+    inputs = tmp_path_factory.mktemp("inputs")
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    rc = main(["refine", *map(str, BUNDLED), str(inputs / "broken.png"), "-o", str(out),
+               "--iters", "12", "--batch-size", "2", "--track-every", "4", "--quiet"])
+    return out, rc
+
+
+def test_refine_writes_records_and_bitstreams(refined_dir):
+    out, rc = refined_dir
+    assert rc == 1  # one input was bad
+    assert not (out / "broken.json").exists() and not list(out.glob(".*.tmp"))
+    for path in BUNDLED:
+        record = json.loads((out / f"{path.stem}.json").read_text())
+        assert RECORD_KEYS <= set(record)
+        assert record["iterations"] == 12 and record["method"] == "ssl"
+        size = (out / f"{path.stem}.bin").stat().st_size
+        pixels = 256 * 256
+        assert record["bpp"] == pytest.approx(8 * size / pixels)
+        assert record["base"]["bpp"] == pytest.approx(8 * record["base"]["bytes"] / pixels)
+        assert record["rd_loss"] < record["base"]["rd_loss"]
+        assert [t for t, _ in record["history"]["true_loss"]] == [0, 4, 8, 11]
+
+
+def test_decode_reproduces_the_recorded_psnr(refined_dir, tmp_path):
+    out, _ = refined_dir
+    for path in BUNDLED:
+        record = json.loads((out / f"{path.stem}.json").read_text())
+        png = tmp_path / f"{path.stem}.png"
+        assert main(["decode", str(out / f"{path.stem}.bin"), "-o", str(png)]) == 0
+        decoded, original = read_image(png), read_image(path)
+        assert psnr(original[None], decoded[None]) == pytest.approx(record["psnr"], abs=1e-9)
+
+
+def test_summary_has_eval_model_schema(refined_dir):
+    out, _ = refined_dir
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"name", "description", "results"} <= set(summary)
+    for key in ("psnr-rgb", "ms-ssim-rgb", "bpp", "encoding_time", "decoding_time"):
+        assert len(summary["results"][key]) == 1
+    records = [json.loads((out / f"{p.stem}.json").read_text()) for p in BUNDLED]
+    assert summary["results"]["bpp"][0] == pytest.approx(sum(r["bpp"] for r in records) / 2)
+
+
+def test_rerun_skips_finished_images(refined_dir):
+    out, _ = refined_dir
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.bin")}
+    assert main(["refine", *map(str, BUNDLED), "-o", str(out), "--iters", "12",
+                 "--batch-size", "2", "--track-every", "4", "--quiet"]) == 0
+    assert before == {p.name: p.stat().st_mtime_ns for p in out.glob("*.bin")}
+
+
+def test_method_none_is_the_base_codec(tmp_path):
+    assert main(["refine", str(BUNDLED[0]), "-o", str(tmp_path), "--method", "none",
+                 "--quiet"]) == 0
+    record = json.loads((tmp_path / f"{BUNDLED[0].stem}.json").read_text())
+    assert record["iterations"] == 0
+    for key in ("bpp", "psnr", "rd_loss"):
+        assert record[key] == record["base"][key]
+
+
+def test_odd_sized_image_round_trips(tmp_path):
+    img = Image.open(BUNDLED[1]).crop((3, 5, 3 + 77, 5 + 45))
+    img.save(tmp_path / "odd.png")
+    assert main(["refine", str(tmp_path / "odd.png"), "-o", str(tmp_path / "o"), "--iters", "3",
+                 "--quiet"]) == 0
+    assert main(["decode", str(tmp_path / "o" / "odd.bin"), "-o", str(tmp_path / "d.png")]) == 0
+    assert Image.open(tmp_path / "d.png").size == (77, 45)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--a", "-1"], "a must be"),
+    (["--model", "{tmp}/garbage.pt"], "garbage.pt"),
+    (["--lmbda", "0"], "lmbda"),
+    (["--method", "atanh", "--classes", "3"], "three-class"),
+])
+def test_bad_parameters_fail_with_a_message(tmp_path, capsys, args, message):
+    (tmp_path / "garbage.pt").write_text("nope")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert main(["refine", str(BUNDLED[0]), "-o", str(tmp_path / "o"), "--quiet", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_missing_input_fails_that_item_only(tmp_path, capsys):
+    rc = main(["refine", str(tmp_path / "nope.png"), str(BUNDLED[0]), "-o", str(tmp_path / "o"),
+               "--method", "none", "--quiet"])
+    assert rc == 1
+    assert "nope.png" in capsys.readouterr().err
+    assert (tmp_path / "o" / f"{BUNDLED[0].stem}.bin").exists()
+
+
+def test_decode_refuses_a_corrupt_file(tmp_path, capsys):
+    (tmp_path / "x.bin").write_bytes(os.urandom(100))
+    assert main(["decode", str(tmp_path / "x.bin"), "-o", str(tmp_path / "x.png")]) == 2
+    assert "x.bin" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
