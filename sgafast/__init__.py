@@ -6,6 +6,7 @@ import warnings
 warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated",
                         category=FutureWarning)
 
+from . import bitstream, images
 from .errors import SgafastError
 from .models import BaseModel
 from .models import load as load_model

@@ -76,11 +76,12 @@ def model_label(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
 
 
-def prepare_inputs(dataset: Path, outdir: Path, crop: int | None, limit: int | None) -> list[Path]:
+def prepare_inputs(dataset: list[Path], outdir: Path, crop: int | None,
+                   limit: int | None) -> list[Path]:
     """The dataset's images (first ``limit``), centre-cropped once into OUTDIR/inputs if asked."""
-    paths = list_images(dataset) if dataset.is_dir() else [dataset]
+    paths = [p for item in dataset for p in (list_images(item) if item.is_dir() else [item])]
     if not paths:
-        raise SgafastError(f"{dataset}: no images found")
+        raise SgafastError(f"{', '.join(map(str, dataset))}: no images found")
     paths = paths[:limit] if limit else paths
     if not crop:
         return paths
@@ -215,7 +216,7 @@ def _save_figure(fig, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def run_eval(dataset: Path, outdir: Path, specs: list[MethodSpec], model_names: list[str],
+def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_names: list[str],
              base_cfg: RefineConfig, *, crop=None, limit=None, batch_size=1, device="cpu",
              jpeg_qualities=None, progress=True) -> dict:
     """Run every (method, model) pair, then write the curves, the BD table and the plots."""
@@ -253,7 +254,7 @@ def run_eval(dataset: Path, outdir: Path, specs: list[MethodSpec], model_names: 
         text += "\n" + bd_markdown(bd_table({JPEG: curves[JPEG], ANCHOR: curves[ANCHOR]},
                                             anchor=JPEG), anchor=JPEG)
     atomic_write_bytes(outdir / "bd.md", text.encode())
-    plot_rd(curves, outdir / "rd.png", f"{dataset.name}: {len(inputs)} images")
+    plot_rd(curves, outdir / "rd.png", f"{len(inputs)} images, {base_cfg.iters} iterations")
     plot_convergence({label: per_model for label, per_model in records.items()
                       if label != ANCHOR}, outdir / "convergence.png")
     return {"curves": curves, "bd": rows, "failures": failures}
@@ -263,7 +264,7 @@ def add_eval_parser(sub) -> None:
     from .cli import add_refine_options
 
     p = sub.add_parser("eval", help="R-D curves and BD tables of methods over a model ladder")
-    p.add_argument("dataset", help="a folder of images (or one image)")
+    p.add_argument("dataset", nargs="+", help="folders of images, or image files")
     p.add_argument("-o", "--output", required=True, help="output folder (resumable)")
     p.add_argument("--methods", default="none,ste,noise,atanh,linear,cosine,ssl",
                    help="comma list; name:3 for the three-class form, e.g. ssl,linear:3")
@@ -283,7 +284,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     specs = parse_methods(args.methods, args.classes)
     base_cfg = refine_config(args, "ssl")
     qualities = [int(q) for q in args.jpeg.split(",")] if args.jpeg else None
-    result = run_eval(Path(args.dataset), Path(args.output), specs, resolve_models(args.models),
+    result = run_eval([Path(d) for d in args.dataset], Path(args.output), specs, resolve_models(args.models),
                       base_cfg, crop=args.crop, limit=args.limit, batch_size=args.batch_size,
                       device=resolve_device(args.device), jpeg_qualities=qualities,
                       progress=not args.quiet)

@@ -90,7 +90,7 @@ def rd_loss(net: torch.nn.Module, x: torch.Tensor, lmbda: float) -> tuple[torch.
     num_pixels = x.shape[0] * x.shape[2] * x.shape[3]
     bpp = sum(l.log2().sum() for l in out["likelihoods"].values()) / -num_pixels
     mse = torch.mean((out["x_hat"] - x) ** 2)
-    return lmbda * 255**2 * mse + bpp, {"bpp": float(bpp), "mse": float(mse)}
+    return lmbda * 255**2 * mse + bpp, {"bpp": bpp.item(), "mse": mse.item()}
 
 
 def train(image_dir: str | os.PathLike, output: str | os.PathLike, cfg: TrainConfig,

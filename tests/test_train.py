@@ -1,0 +1,50 @@
+"""``sgafast train``: a model comes out, loads, and an interrupted run resumes exactly."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sgafast import models, train
+from sgafast.cli import main
+from sgafast.errors import SgafastError
+
+IMAGES = Path(__file__).resolve().parents[1] / "sgafast" / "data" / "images"
+TINY = ["--N", "8", "--M", "12", "--crop", "64", "--batch-size", "2", "--steps", "5"]
+
+
+def test_train_writes_a_loadable_model(tmp_path):
+    assert main(["train", str(IMAGES), "-o", str(tmp_path / "m.pt"), *TINY]) == 0
+    model = models.load(tmp_path / "m.pt")
+    assert model.lmbda == 0.0067 and models.latent_channels(model.net) == (8, 12)
+    meta = torch.load(tmp_path / "m.pt", weights_only=True)["training"]
+    assert meta["steps"] == 5
+
+
+def test_interrupted_training_resumes_exactly(tmp_path, monkeypatch):
+    assert main(["train", str(IMAGES), "-o", str(tmp_path / "straight.pt"), *TINY]) == 0
+    calls = {"n": 0}
+    real_batch = train.CropSampler.batch
+
+    def crash_on_fourth_batch(self, size):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_batch(self, size)
+
+    cfg = train.TrainConfig(n=8, m=12, crop=64, batch_size=2, steps=5, save_every=3)
+    monkeypatch.setattr(train.CropSampler, "batch", crash_on_fourth_batch)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(IMAGES, tmp_path / "resumed.pt", cfg)
+    monkeypatch.setattr(train.CropSampler, "batch", real_batch)
+    train.train(IMAGES, tmp_path / "resumed.pt", cfg, resume=True)
+    a = torch.load(tmp_path / "straight.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "resumed.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_training_inputs(tmp_path):
+    with pytest.raises(SgafastError, match="no images"):
+        train.train(tmp_path, tmp_path / "m.pt", train.TrainConfig(steps=1))
+    with pytest.raises(SgafastError, match="no training state"):
+        train.train(IMAGES, tmp_path / "m.pt", train.TrainConfig(steps=1), resume=True)
