@@ -72,7 +72,7 @@ class Refined:
     y_base: torch.Tensor  # the amortised encoder's latents, the starting point
     z_base: torch.Tensor
     relaxed_loss: list[float]  # every iteration
-    true_loss: list[tuple[int, float]]  # (iteration, loss) every track_every iterations
+    true_loss: list[tuple[int, float]]  # (updates so far, loss) every track_every and at the end
     seconds: float
     tracking_seconds: float
 
@@ -132,7 +132,17 @@ def refine_batch(model: BaseModel, x: torch.Tensor, identities: list[str],
         num_pixels = x.shape[-2] * x.shape[-1]
         options = dict(method=rounding.method, classes=rounding.classes, a=rounding.a,
                        r=rounding.r, n=rounding.n, backend=cfg.backend)
+
+        def track(t: int) -> None:
+            nonlocal tracking
+            tick = time.perf_counter()
+            with torch.no_grad():
+                tracked.append((t, true_rd_loss(net, x, y, z, lmbda, unpad_fn)))
+            tracking += time.perf_counter() - tick
+
         for t in range(cfg.iters):
+            if cfg.track_every and t % cfg.track_every == 0:
+                track(t)  # the loss after t updates
             tau = temperature(t, method=cfg.method, tau_max=cfg.tau_max, rate=cfg.tau_rate)
             z_soft = sga_round(z, tau, center=m, seed=step_seeds(seeds, t, 0, z.device),
                                **options)
@@ -145,11 +155,8 @@ def refine_batch(model: BaseModel, x: torch.Tensor, identities: list[str],
             loss.sum().backward()
             opt.step()
             relaxed.append(loss.detach())
-            if cfg.track_every and (t % cfg.track_every == 0 or t == cfg.iters - 1):
-                tick = time.perf_counter()
-                with torch.no_grad():
-                    tracked.append((t, true_rd_loss(net, x, y, z, lmbda, unpad_fn)))
-                tracking += time.perf_counter() - tick
+        if cfg.track_every:
+            track(cfg.iters)
     relaxed_rows = torch.stack(relaxed).T.tolist() if relaxed else [[] for _ in identities]
     seconds = time.perf_counter() - start
     return [Refined(y=y[i:i + 1].detach(), z=z[i:i + 1].detach(),

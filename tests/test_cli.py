@@ -40,7 +40,7 @@ def test_refine_writes_records_and_bitstreams(refined_dir):
         assert record["bpp"] == pytest.approx(8 * size / pixels)
         assert record["base"]["bpp"] == pytest.approx(8 * record["base"]["bytes"] / pixels)
         assert record["rd_loss"] < record["base"]["rd_loss"]
-        assert [t for t, _ in record["history"]["true_loss"]] == [0, 4, 8, 11]
+        assert [t for t, _ in record["history"]["true_loss"]] == [0, 4, 8, 12]
 
 
 def test_decode_reproduces_the_recorded_psnr(refined_dir, tmp_path):
