@@ -137,7 +137,7 @@ def refine_files(paths: list[Path], outdir: Path, model: BaseModel, cfg: RefineC
             if not loaded:
                 continue
             x = torch.stack([img for _, img in loaded]).to(device)
-            results = refine_batch(model, x, [p.stem for p, _ in loaded], cfg)
+            results = refine_batch(model, x, [p.stem for p, _ in loaded], cfg, progress)
             for i, ((path, _), refined) in enumerate(zip(loaded, results)):
                 xi = x[i:i + 1]
                 base, _ = measure(model, xi, refined.y_base, refined.z_base, lmbda)

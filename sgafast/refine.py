@@ -11,6 +11,7 @@ import hashlib
 import time
 
 import torch
+from tqdm import tqdm
 
 from . import codec
 from .images import pad, unpad
@@ -114,7 +115,7 @@ def true_rd_loss(net, x, y, z, lmbda: float, unpad_fn) -> torch.Tensor:
 
 
 def refine_batch(model: BaseModel, x: torch.Tensor, identities: list[str],
-                 cfg: RefineConfig) -> list[Refined]:
+                 cfg: RefineConfig, progress: bool = False) -> list[Refined]:
     """Refine a (B, 3, H, W) batch of same-size images in [0, 1]; one result per image."""
     start = time.perf_counter()
     net, lmbda = model.net, lmbda_of(model, cfg)
@@ -140,7 +141,9 @@ def refine_batch(model: BaseModel, x: torch.Tensor, identities: list[str],
                 tracked.append((t, true_rd_loss(net, x, y, z, lmbda, unpad_fn)))
             tracking += time.perf_counter() - tick
 
-        for t in range(cfg.iters):
+        steps = tqdm(range(cfg.iters), desc=f"  {len(identities)} image(s)", leave=False,
+                     disable=not progress, dynamic_ncols=True)
+        for t in steps:
             if cfg.track_every and t % cfg.track_every == 0:
                 track(t)  # the loss after t updates
             tau = temperature(t, method=cfg.method, tau_max=cfg.tau_max, rate=cfg.tau_rate)
