@@ -109,16 +109,19 @@ def cmd_train(args) -> int:
 def cmd_models(args) -> int:
     from . import models
 
+    aliases = {target: alias for alias, target in models.ALIASES.items()}
     for name, path in models.bundled_models().items():
-        m = models.load(name)
-        d = m.describe()
-        print(f"{name:12s} {d['architecture']:22s} N={d['N']:<4d} M={d['M']:<4d} "
+        d = models.load(name).describe()
+        label = f"{name} ({aliases[name]})" if name in aliases else name
+        print(f"{label:14s} {d['architecture']:22s} N={d['N']:<4d} M={d['M']:<4d} "
               f"lambda={d['lmbda']:<8g} {path.stat().st_size / 1e6:.1f} MB")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sgafast", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="sgafast", description="Test-time latent refinement (SGA/SGA+) for CompressAI "
+        "image codecs: smaller bitstreams for the unchanged decoder.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("refine", help="refine images' latents and write bitstreams")

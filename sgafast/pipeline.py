@@ -105,6 +105,15 @@ def _record(path: Path, model: BaseModel, cfg: RefineConfig, run_settings: dict,
     }
 
 
+def _finished(path: Path, outdir: Path, run_settings: dict) -> dict | None:
+    """The record of an image already refined with these settings, or None."""
+    record = read_json(outdir / f"{path.stem}.json")
+    if (record is None or record.get("settings") != run_settings
+            or record.get("source") != str(path) or not (outdir / f"{path.stem}.bin").is_file()):
+        return None
+    return record
+
+
 def refine_files(paths: list[Path], outdir: Path, model: BaseModel, cfg: RefineConfig,
                  batch_size: int = 1, progress: bool = True) -> RunReport:
     """Refine every image, writing its ``.bin`` and ``.json``; finished images are skipped."""
@@ -114,13 +123,12 @@ def refine_files(paths: list[Path], outdir: Path, model: BaseModel, cfg: RefineC
     lmbda = run_settings["lmbda"]
     device = next(model.net.parameters()).device
     records, todo = [], []
-    for path in paths:
-        done = read_json(outdir / f"{Path(path).stem}.json")
-        if done is not None and done.get("settings") == run_settings and Path(
-                done.get("source", "")) == Path(path) and (outdir / f"{Path(path).stem}.bin").is_file():
+    for path in map(Path, paths):
+        done = _finished(path, outdir, run_settings)
+        if done is not None:
             records.append(done)
         else:
-            todo.append(Path(path))
+            todo.append(path)
     groups, failures = _probe(todo)
     bar = tqdm(total=len(todo), desc=f"refine [{cfg.method}]", disable=not progress,
                dynamic_ncols=True)
