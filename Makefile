@@ -27,7 +27,7 @@ test: venv
 	$(BIN)/python -m pytest
 
 bench: venv
-	$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only
+	$(BIN)/python -m pytest benchmarks/bench_rounding.py --benchmark-enable --benchmark-only
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

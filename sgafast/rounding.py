@@ -91,7 +91,9 @@ def _use_triton(backend: str, v: torch.Tensor, rounding: Rounding) -> bool:
         raise SgafastError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if not rounding.is_gumbel:
         return False  # the baselines are one or two PyTorch ops: nothing to fuse
-    return backend == "triton" or (backend == "auto" and v.is_cuda)
+    if backend == "auto":  # the kernels take fp32/fp16/bf16; float64 stays on the reference
+        return v.is_cuda and v.dtype in (torch.float32, torch.float16, torch.bfloat16)
+    return backend == "triton"
 
 
 def sga_round(v: torch.Tensor, tau: float, *, method: str = "ssl", classes: int = 2,

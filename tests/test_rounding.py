@@ -4,24 +4,13 @@ import math
 
 import pytest
 import torch
+from closed_forms import binomial_bound, p_up_closed_form
 
 from sgafast import gumbel_noise, reference, sga_round
 from sgafast.errors import SgafastError
 from sgafast.rounding import DEFAULT_A, THREE_CLASS_METHODS, TWO_CLASS_METHODS
 
 GUMBEL = [(m, 2) for m in TWO_CLASS_METHODS] + [(m, 3) for m in THREE_CLASS_METHODS]
-
-
-def p_up_closed_form(method: str, r: torch.Tensor, a: float = 2.3) -> torch.Tensor:
-    """P(round up) at tau = 1 from the table of SPEC 2, written independently of the code."""
-    if method == "atanh":
-        q_u, q_d = (r / (2 - r)).sqrt(), ((1 - r) / (1 + r)).sqrt()
-        return q_u / (q_u + q_d)
-    if method == "linear":
-        return r
-    if method == "cosine":
-        return torch.sin(math.pi * r / 2) ** 2
-    return r**a / (r**a + (1 - r) ** a)
 
 
 @pytest.mark.parametrize("method", TWO_CLASS_METHODS)
@@ -34,7 +23,7 @@ def test_two_class_p_up_matches_closed_form_by_sampling(method):
     g = gumbel_noise(v.shape, seed=11, classes=2).double()
     went_up = (f + g).argmax(-1).double().reshape(5, samples).mean(1)
     expected = p_up_closed_form(method, fractions)
-    bound = 4.5 * (expected * (1 - expected) / samples).sqrt()  # binomial, ~1e-5 false alarm
+    bound = binomial_bound(expected, samples)
     assert ((went_up - expected).abs() <= bound).all(), (went_up, expected)
 
 
@@ -58,7 +47,7 @@ def test_three_class_frequencies_match_weights(method):
     g = gumbel_noise(v.shape, seed=5, classes=3).double()
     chosen = torch.nn.functional.one_hot((f + g).argmax(-1), 3).double()
     freq = chosen.reshape(5, samples, 3).mean(1)
-    bound = 4.5 * (expected * (1 - expected) / samples).sqrt() + 1e-12
+    bound = binomial_bound(expected, samples) + 1e-12
     assert ((freq - expected).abs() <= bound).all(), (freq, expected)
 
 
