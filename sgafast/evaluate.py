@@ -255,8 +255,9 @@ def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_n
                                             anchor=JPEG), anchor=JPEG)
     atomic_write_bytes(outdir / "bd.md", text.encode())
     plot_rd(curves, outdir / "rd.png", f"{len(inputs)} images, {base_cfg.iters} iterations")
-    plot_convergence({label: per_model for label, per_model in records.items()
-                      if label != ANCHOR}, outdir / "convergence.png")
+    refined = {label: per_model for label, per_model in records.items() if label != ANCHOR}
+    if refined:  # the base codec alone has no iterations to draw
+        plot_convergence(refined, outdir / "convergence.png")
     return {"curves": curves, "bd": rows, "failures": failures}
 
 

@@ -96,6 +96,12 @@ def test_rerun_resumes_without_recomputing(evaluated):
     assert before == [p.stat().st_mtime_ns for p in bins]
 
 
+def test_base_codec_alone_needs_no_convergence_plot(tmp_path):
+    assert main(["eval", str(BUNDLED[0]), "-o", str(tmp_path), "--methods", "none",
+                 "--models", "default", "--crop", "64", "--quiet"]) == 0
+    assert (tmp_path / "rd.png").is_file() and not (tmp_path / "convergence.png").exists()
+
+
 def test_method_specs():
     assert parse_methods("ssl,linear:3") == [MethodSpec("none", 2), MethodSpec("ssl", 2),
                                              MethodSpec("linear", 3)]
