@@ -6,7 +6,7 @@ import warnings
 warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated",
                         category=FutureWarning)
 
-from . import bitstream, images
+from . import bitstream, images  # noqa: F401  (sgafast.bitstream.encode, sgafast.images.read_image)
 from .errors import SgafastError
 from .models import BaseModel
 from .models import load as load_model
@@ -15,6 +15,6 @@ from .refine import RefineConfig, Refined, refine
 from .rounding import sga_round
 from .schedule import temperature
 
-__all__ = ["BaseModel", "RefineConfig", "Refined", "SgafastError", "gumbel_noise",
+__all__ = ["bitstream", "images", "BaseModel", "RefineConfig", "Refined", "SgafastError", "gumbel_noise",
            "load_model", "refine", "sga_round", "temperature"]
 __version__ = "0.1.0"

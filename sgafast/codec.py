@@ -6,10 +6,12 @@ All per-image quantities keep the batch dimension so a batch is a sum of indepen
 
 from __future__ import annotations
 
+import math
+
 import torch
 from compressai.models import MeanScaleHyperprior
 
-LOG2 = torch.log(torch.tensor(2.0)).item()
+LOG2 = math.log(2)
 
 
 def encode(net: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

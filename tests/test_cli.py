@@ -5,7 +5,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from sgafast.cli import main

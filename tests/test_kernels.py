@@ -1,7 +1,6 @@
 """The fused Triton kernels against the reference: the CPU interpreter here, the GPU where found."""
 
 import copy
-import math
 import os
 import subprocess
 import sys
