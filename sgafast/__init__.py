@@ -6,7 +6,7 @@ import warnings
 warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated",
                         category=FutureWarning)
 
-from . import bitstream, images  # noqa: F401  (sgafast.bitstream.encode, sgafast.images.read_image)
+from . import bitstream, images
 from .errors import SgafastError
 from .models import BaseModel
 from .models import load as load_model
