@@ -21,7 +21,6 @@ allocated from it; the decoder is the unchanged ``model.decompress``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import struct
 import zlib
 
@@ -52,23 +51,11 @@ class Header:
         return (-(-self.height // STRIDE), -(-self.width // STRIDE))
 
 
-def fingerprint(net: torch.nn.Module) -> int:
-    """64-bit identity of a model's weights (derived buffers such as CDF tables excluded)."""
-    from .models import DERIVED_BUFFERS
-
-    h = hashlib.sha256()
-    for name, tensor in sorted(net.state_dict().items()):
-        if not name.endswith(DERIVED_BUFFERS):
-            h.update(name.encode())
-            h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return int.from_bytes(h.digest()[:8], "little")
-
-
 def header_for(model, height: int, width: int) -> Header:
     from .models import latent_channels
 
     n, m = latent_channels(model.net)
-    return Header(model.architecture, n, m, height, width, fingerprint(model.net))
+    return Header(model.architecture, n, m, height, width, model.fingerprint)
 
 
 def encode(model, y: torch.Tensor, z: torch.Tensor, height: int, width: int) -> bytes:

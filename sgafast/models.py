@@ -8,6 +8,8 @@ coded in parallel are supported; anything else is refused with a message saying 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import os
 from pathlib import Path
 
@@ -50,10 +52,25 @@ class BaseModel:
     def has_means(self) -> bool:
         return isinstance(self.net, MeanScaleHyperprior)
 
+    @functools.cached_property
+    def fingerprint(self) -> int:
+        """64-bit identity of the weights, written into every bitstream."""
+        return weights_fingerprint(self.net)
+
     def describe(self) -> dict:
         n, m = latent_channels(self.net)
         return {"name": self.name, "architecture": self.architecture, "N": n, "M": m,
                 "lmbda": self.lmbda}
+
+
+def weights_fingerprint(net: torch.nn.Module) -> int:
+    """First 8 bytes of SHA-256 over the weights (derived buffers such as CDF tables excluded)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        if not name.endswith(DERIVED_BUFFERS):
+            h.update(name.encode())
+            h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return int.from_bytes(h.digest()[:8], "little")
 
 
 def latent_channels(net: torch.nn.Module) -> tuple[int, int]:

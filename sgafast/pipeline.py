@@ -38,7 +38,7 @@ class RunReport:
 
 def settings(model: BaseModel, cfg: RefineConfig) -> dict:
     """What makes two runs of an image the same run (used to skip finished images)."""
-    return {"model": model.describe(), "fingerprint": f"{bitstream.fingerprint(model.net):016x}",
+    return {"model": model.describe(), "fingerprint": f"{model.fingerprint:016x}",
             **dataclasses.asdict(cfg), "lmbda": lmbda_of(model, cfg)}
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from compressai.models import MeanScaleHyperprior
 
-from sgafast import bitstream
+from sgafast import bitstream, models
 from sgafast.errors import SgafastError
 from sgafast.models import BaseModel
 from sgafast.refine import RefineConfig, refine_batch
@@ -32,7 +32,7 @@ def test_header_is_38_bytes_and_round_trips(good_bin, default_model):
     assert bitstream.HEADER.size == 38
     header, z_string, y_string = bitstream.parse(good_bin)
     assert (header.height, header.width, header.z_shape) == (40, 70, (1, 2))
-    assert header.fingerprint == bitstream.fingerprint(default_model.net)
+    assert header.fingerprint == models.weights_fingerprint(default_model.net)
     assert bitstream.decode(default_model, good_bin).shape == (1, 3, 40, 70)
 
 
