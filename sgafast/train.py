@@ -129,6 +129,7 @@ def train(image_dir: str | os.PathLike, output: str | os.PathLike, cfg: TrainCon
             "data": str(image_dir), "init": cfg.init}})
 
     drop_at = math.floor(0.8 * cfg.steps)
+    skipped = 0  # steps whose loss or gradient was not finite
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train",
                dynamic_ncols=True)
     for step in bar:
@@ -138,13 +139,17 @@ def train(image_dir: str | os.PathLike, output: str | os.PathLike, cfg: TrainCon
         opt.zero_grad()
         loss, parts = rd_loss(net, x, cfg.lmbda)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
-        opt.step()
+        norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
+        if torch.isfinite(loss) and torch.isfinite(norm):
+            opt.step()
+        else:  # seen once in a fine-tune at lambda 0.013: one batch's bpp was inf; skip it
+            skipped += 1
         aux_opt.zero_grad()
         net.aux_loss().backward()
         aux_opt.step()
         bar.set_postfix(loss=f"{float(loss):.3f}", bpp=f"{parts['bpp']:.3f}",
-                        psnr=f"{-10 * math.log10(max(parts['mse'], 1e-10)):.2f}")
+                        psnr=f"{-10 * math.log10(max(parts['mse'], 1e-10)):.2f}",
+                        skipped=skipped)
         if (step + 1) % cfg.save_every == 0:
             checkpoint(step + 1)
     checkpoint(cfg.steps)

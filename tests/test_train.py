@@ -48,3 +48,18 @@ def test_bad_training_inputs(tmp_path):
         train.train(tmp_path, tmp_path / "m.pt", train.TrainConfig(steps=1))
     with pytest.raises(SgafastError, match="no training state"):
         train.train(IMAGES, tmp_path / "m.pt", train.TrainConfig(steps=1), resume=True)
+
+
+def test_a_non_finite_batch_is_skipped(tmp_path, monkeypatch):
+    real_loss, calls = train.rd_loss, {"n": 0}
+
+    def inf_on_second_step(net, x, lmbda):
+        calls["n"] += 1
+        loss, parts = real_loss(net, x, lmbda)
+        return (loss * float("inf") if calls["n"] == 2 else loss), parts
+
+    monkeypatch.setattr(train, "rd_loss", inf_on_second_step)
+    train.train(IMAGES, tmp_path / "m.pt", train.TrainConfig(n=8, m=12, crop=64, batch_size=2,
+                                                             steps=3))
+    state = torch.load(tmp_path / "m.pt", weights_only=True)["state_dict"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
