@@ -31,21 +31,35 @@ JPEG = "jpeg"
 
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
-    """One curve of the evaluation: a method and its class count, with a file-safe label."""
+    """One curve of the evaluation: a method, its class count and optionally its own Adam lr."""
 
     method: str
     classes: int
+    lr: float | None = None  # None: the run's --lr
 
     @property
     def label(self) -> str:
-        return self.method if self.classes == 2 else f"{self.method}-3c"
+        name = self.method if self.classes == 2 else f"{self.method}-3c"
+        return name if self.lr is None else f"{name}-lr{self.lr:g}"
+
+
+def _learning_rate(item: str, text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = math.nan
+    if not rate > 0:
+        raise SgafastError(f"--methods: {item!r}: the learning rate after @ must be a number > 0")
+    return rate
 
 
 def parse_methods(text: str, default_classes: int = 2) -> list[MethodSpec]:
-    """``none,ssl,linear:3`` -> specs; ``name:3`` asks for the three-class form."""
+    """``none,ssl,linear:3,ste@1e-4`` -> specs; ``:3`` asks for the three-class form and
+    ``@LR`` gives that method its own learning rate (STE diverges at the SGA methods' 5e-3)."""
     specs = []
     for item in filter(None, (s.strip() for s in text.split(","))):
-        name, _, classes = item.partition(":")
+        head, _, lr = item.partition("@")
+        name, _, classes = head.partition(":")
         if name not in METHODS + (NO_REFINEMENT,):
             raise SgafastError(f"--methods: unknown method {name!r}; choose from "
                                f"{', '.join(METHODS + (NO_REFINEMENT,))}")
@@ -55,7 +69,7 @@ def parse_methods(text: str, default_classes: int = 2) -> list[MethodSpec]:
             default_classes if name in THREE_CLASS_METHODS else 2)
         if k == 3 and name not in THREE_CLASS_METHODS:
             raise SgafastError(f"--methods: {name!r} has no three-class form")
-        specs.append(MethodSpec(name, k))
+        specs.append(MethodSpec(name, k, _learning_rate(item, lr) if lr else None))
     if not specs:
         raise SgafastError("--methods: give at least one method")
     if ANCHOR not in [s.method for s in specs]:
@@ -232,7 +246,8 @@ def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_n
     for model_name, label in zip(model_names, labels):
         model = models.load(model_name, device)
         for spec in specs:
-            cfg = dataclasses.replace(base_cfg, method=spec.method, classes=spec.classes)
+            cfg = dataclasses.replace(base_cfg, method=spec.method, classes=spec.classes,
+                                      lr=spec.lr or base_cfg.lr)
             jobs.set_postfix(model=label, method=spec.label)
             report = pipeline.refine_files(inputs, outdir / "runs" / spec.label / label,
                                            model, cfg, batch_size=batch_size, progress=False)
@@ -268,7 +283,8 @@ def add_eval_parser(sub) -> None:
     p.add_argument("dataset", nargs="+", help="folders of images, or image files")
     p.add_argument("-o", "--output", required=True, help="output folder (resumable)")
     p.add_argument("--methods", default="none,ste,noise,atanh,linear,cosine,ssl",
-                   help="comma list; name:3 for the three-class form, e.g. ssl,linear:3")
+                   help="comma list; name:3 for the three-class form, name@LR for a learning "
+                   "rate of its own, e.g. none,ste@1e-4,ssl,linear:3")
     p.add_argument("--models", default="ladder",
                    help="'ladder' (the bundled ladder) or a comma list of model specs")
     p.add_argument("--crop", type=int, default=None, help="centre crop size")

@@ -107,6 +107,8 @@ def test_method_specs():
                                              MethodSpec("linear", 3)]
     assert parse_methods("none,cosine", default_classes=3)[1] == MethodSpec("cosine", 3)
     assert parse_methods("atanh", default_classes=3)[1] == MethodSpec("atanh", 2)
-    for bad in ("atanh:3", "bogus", "ssl:4", ","):
+    ste = parse_methods("ste@1e-4")[1]
+    assert (ste.lr, ste.label) == (1e-4, "ste-lr0.0001")
+    for bad in ("atanh:3", "bogus", "ssl:4", ",", "ste@0", "ste@fast"):
         with pytest.raises(SgafastError):
             parse_methods(bad)
