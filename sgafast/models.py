@@ -95,10 +95,14 @@ def build(architecture: str, n: int, m: int) -> torch.nn.Module:
 
 def save(path: str | os.PathLike, net: torch.nn.Module, *, lmbda: float, dtype=torch.float16,
          extra: dict | None = None) -> None:
-    """Write a model file: parameters (CDF tables dropped, they are rebuilt on load)."""
+    """Write a model file: parameters in ``dtype``, buffers as they are (CDF tables dropped,
+    they are rebuilt on load). Buffers stay fp32: CompressAI's bounds (a 1e-9 likelihood bound,
+    GDN's 1.5e-11 pedestal) underflow to 0 in fp16, and a zero likelihood bound makes the rate
+    infinite on rare latents."""
     n, m = latent_channels(net)
+    parameters = {name for name, _ in net.named_parameters()}
     state = {
-        k: (v.to(dtype) if v.is_floating_point() else v)
+        k: (v.to(dtype) if k in parameters else v)
         for k, v in net.state_dict().items()
         if not k.endswith(DERIVED_BUFFERS)
     }

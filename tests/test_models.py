@@ -76,3 +76,23 @@ def test_bad_checkpoints_are_refused(tmp_path, content):
 def test_bad_model_names_are_refused(spec, message):
     with pytest.raises(SgafastError, match=message):
         models.load(spec)
+
+
+def test_buffers_survive_fp16_storage(tmp_path):
+    """CompressAI's 1e-9 likelihood bound underflows in fp16: a zero bound gives infinite rates."""
+    net = MeanScaleHyperprior(16, 24)
+    models.save(tmp_path / "m.pt", net, lmbda=0.01)  # fp16 parameters
+    loaded = models.load(tmp_path / "m.pt").net
+    for module in (loaded.gaussian_conditional, loaded.entropy_bottleneck):
+        assert module.likelihood_lower_bound.bound.item() == pytest.approx(1e-9)
+    assert loaded.g_a[1].beta_reparam.pedestal.item() == pytest.approx(2.0**-36)
+
+
+def test_bundled_models_have_the_architecture_constants(default_model):
+    fresh = MeanScaleHyperprior(64, 96).state_dict()
+    params = {name for name, _ in default_model.net.named_parameters()}
+    for name in models.bundled_models():
+        state = models.load(name).net.state_dict()
+        for key, value in fresh.items():
+            if key not in params and not key.endswith(models.DERIVED_BUFFERS):
+                assert torch.equal(state[key], value), (name, key)
