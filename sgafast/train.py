@@ -142,7 +142,7 @@ def train(image_dir: str | os.PathLike, output: str | os.PathLike, cfg: TrainCon
         norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
         if torch.isfinite(loss) and torch.isfinite(norm):
             opt.step()
-        else:  # seen once in a fine-tune at lambda 0.013: one batch's bpp was inf; skip it
+        else:  # seen when a fine-tune started from a model whose likelihood bound was 0
             skipped += 1
         aux_opt.zero_grad()
         net.aux_loss().backward()
