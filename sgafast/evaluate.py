@@ -269,7 +269,9 @@ def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_n
         text += "\n" + bd_markdown(bd_table({JPEG: curves[JPEG], ANCHOR: curves[ANCHOR]},
                                             anchor=JPEG), anchor=JPEG)
     atomic_write_bytes(outdir / "bd.md", text.encode())
-    plot_rd(curves, outdir / "rd.png", f"{len(inputs)} images, {base_cfg.iters} iterations")
+    refining = any(s.method != ANCHOR for s in specs)
+    plot_rd(curves, outdir / "rd.png", f"{len(inputs)} images"
+            + (f", {base_cfg.iters} iterations" if refining else ""))
     refined = {label: per_model for label, per_model in records.items() if label != ANCHOR}
     if refined:  # the base codec alone has no iterations to draw
         plot_convergence(refined, outdir / "convergence.png")
