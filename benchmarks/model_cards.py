@@ -14,6 +14,13 @@ import torch
 from sgafast import models
 
 
+FINE_TUNE_NOTE = """
+Note: the fine-tunes started from a copy of `q3` whose buffers had been stored in fp16, which
+turned CompressAI's 1e-9 likelihood bound into 0; the few batches whose rate became infinite
+were skipped (sgafast now stores buffers in fp32, and the bundled files carry the exact bounds).
+"""
+
+
 def card(name: str, path: Path, records: list[dict]) -> str:
     payload = torch.load(path, map_location="cpu", weights_only=True)
     training = payload.get("training", {})
@@ -30,11 +37,11 @@ def card(name: str, path: Path, records: list[dict]) -> str:
 | trained for | MSE, λ = {payload['lmbda']} (λ·255²·MSE + bpp) |
 | data | the project's 380 training images (BSDS500 train+val, Sun-Hays 80), random {training.get('crop')}² crops with horizontal flips; research-only licences, not redistributed |
 | recipe | {"fine-tuned from `" + Path(training['init']).stem + "`" if training.get('init') else "trained from scratch"}, {training.get('steps')} steps of batch {training.get('batch_size')}, Adam 3e-4 → 1e-4 for the last 20 %, gradient clip 1.0, aux loss (Adam 1e-3) so the medians are learned |
-| storage | fp16 parameters, CDF tables rebuilt on load ({path.stat().st_size / 1e6:.2f} MB) |
-
+| storage | fp16 parameters, fp32 buffers, CDF tables rebuilt on load ({path.stat().st_size / 1e6:.2f} MB) |
+{FINE_TUNE_NOTE if training.get('init') else ''}
 Kodak (24 images, full size, real bitstreams, header included), measured by
 `sgafast eval ../shared/data/kodak --methods none --models ladder` (see
-`benchmarks/results/ladder/`):
+`benchmarks/results/ladder-kodak/`):
 
 | bpp (bitstream) | bpp (likelihood) | PSNR-RGB | MS-SSIM |
 |---|---|---|---|

@@ -264,9 +264,9 @@ def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_n
         atomic_write_json(outdir / f"{label}.json", doc)
     rows = bd_table({k: v for k, v in curves.items() if k != JPEG})
     atomic_write_json(outdir / "bd.json", rows)
-    text = bd_markdown(rows)
+    text = bd_markdown(rows) if rows else ""
     if JPEG in curves:
-        text += "\n" + bd_markdown(bd_table({JPEG: curves[JPEG], ANCHOR: curves[ANCHOR]},
+        text += ("\n" if text else "") + bd_markdown(bd_table({JPEG: curves[JPEG], ANCHOR: curves[ANCHOR]},
                                             anchor=JPEG), anchor=JPEG)
     atomic_write_bytes(outdir / "bd.md", text.encode())
     refining = any(s.method != ANCHOR for s in specs)
