@@ -264,15 +264,15 @@ def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_n
         atomic_write_json(outdir / f"{label}.json", doc)
     rows = bd_table({k: v for k, v in curves.items() if k != JPEG})
     atomic_write_json(outdir / "bd.json", rows)
-    text = bd_markdown(rows) if rows else ""
-    if JPEG in curves:
-        text += ("\n" if text else "") + bd_markdown(bd_table({JPEG: curves[JPEG], ANCHOR: curves[ANCHOR]},
-                                            anchor=JPEG), anchor=JPEG)
+    tables = [bd_markdown(rows)] if rows else []
+    if JPEG in curves:  # the base codec (the ladder) against JPEG
+        jpeg_rows = bd_table({JPEG: curves[JPEG], ANCHOR: curves[ANCHOR]}, anchor=JPEG)
+        tables.append(bd_markdown(jpeg_rows, anchor=JPEG))
+    text = "\n".join(tables)
     atomic_write_bytes(outdir / "bd.md", text.encode())
-    refining = any(s.method != ANCHOR for s in specs)
-    plot_rd(curves, outdir / "rd.png", f"{len(inputs)} images"
-            + (f", {base_cfg.iters} iterations" if refining else ""))
     refined = {label: per_model for label, per_model in records.items() if label != ANCHOR}
+    plot_rd(curves, outdir / "rd.png", f"{len(inputs)} images"
+            + (f", {base_cfg.iters} iterations" if refined else ""))
     if refined:  # the base codec alone has no iterations to draw
         plot_convergence(refined, outdir / "convergence.png")
     return {"curves": curves, "bd": rows, "failures": failures}
