@@ -90,7 +90,7 @@ def rd_loss(net: torch.nn.Module, x: torch.Tensor, lmbda: float) -> tuple[torch.
     num_pixels = x.shape[0] * x.shape[2] * x.shape[3]
     bpp = sum(l.log2().sum() for l in out["likelihoods"].values()) / -num_pixels
     mse = torch.mean((out["x_hat"] - x) ** 2)
-    return lmbda * 255**2 * mse + bpp, {"bpp": bpp.item(), "mse": mse.item()}
+    return lmbda * 255**2 * mse + bpp, {"bpp": bpp.detach().item(), "mse": mse.detach().item()}
 
 
 def train(image_dir: str | os.PathLike, output: str | os.PathLike, cfg: TrainConfig,
@@ -147,7 +147,7 @@ def train(image_dir: str | os.PathLike, output: str | os.PathLike, cfg: TrainCon
         aux_opt.zero_grad()
         net.aux_loss().backward()
         aux_opt.step()
-        bar.set_postfix(loss=f"{float(loss):.3f}", bpp=f"{parts['bpp']:.3f}",
+        bar.set_postfix(loss=f"{loss.item():.3f}", bpp=f"{parts['bpp']:.3f}",
                         psnr=f"{-10 * math.log10(max(parts['mse'], 1e-10)):.2f}",
                         skipped=skipped)
         if (step + 1) % cfg.save_every == 0:
