@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from . import codec
 from .images import pad, unpad
-from .models import BaseModel
+from .errors import SgafastError
+from .models import BaseModel, architecture_of
 from .rounding import Rounding, check_tau, sga_round
 from .schedule import TAU_RATE, temperature
 
@@ -42,8 +43,6 @@ class RefineConfig:
     backend: str = "auto"
 
     def __post_init__(self):
-        from .errors import SgafastError
-
         if self.method != NO_REFINEMENT:
             self.rounding()  # validates method, classes, a, r, n
         if self.tau_max is not None:
@@ -98,8 +97,6 @@ def step_seeds(seeds: list[int], t: int, stream: int, device) -> torch.Tensor:
 
 
 def lmbda_of(model: BaseModel, cfg: RefineConfig) -> float:
-    from .errors import SgafastError
-
     lmbda = cfg.lmbda if cfg.lmbda is not None else model.lmbda
     if lmbda is None:
         raise SgafastError(f"model {model.name} does not record its training lambda: "
@@ -179,8 +176,6 @@ def refine(model, x: torch.Tensor, cfg: RefineConfig | None = None, *,
     ``MeanScaleHyperprior`` (then give ``lmbda``); ``options`` override ``cfg``'s fields.
     ``identities`` name the images for their noise streams (default: their batch index).
     """
-    from .models import BaseModel, architecture_of
-
     if not isinstance(model, BaseModel):
         model = BaseModel(model.eval(), type(model).__name__, architecture_of(model), None)
     cfg = dataclasses.replace(cfg or RefineConfig(), **options)
@@ -188,7 +183,5 @@ def refine(model, x: torch.Tensor, cfg: RefineConfig | None = None, *,
         x = x.unsqueeze(0)
     identities = identities or [str(i) for i in range(x.shape[0])]
     if len(identities) != x.shape[0]:
-        from .errors import SgafastError
-
         raise SgafastError(f"{len(identities)} identities for a batch of {x.shape[0]} images")
     return refine_batch(model, x, identities, cfg)
