@@ -8,6 +8,7 @@ saved. Only ``tl.*`` math is used (no libdevice), so the same kernels run under
 ``TRITON_INTERPRET=1`` on the CPU. Formulas: SPEC section 2, mirrored from ``sgafast.reference``.
 """
 
+import contextlib
 import math
 
 import torch
@@ -158,12 +159,16 @@ def _three_class_log_weight(d, a, r, n, METHOD: tl.constexpr):
 
 
 @triton.jit
-def _philox_words(seeds_ptr, item, local):
-    # counter = the int64 index within the item (its high word is the second counter word, so
-    # items above 2^32 elements still get distinct noise), key = the item's seed; word k feeds
-    # class k: sgafast.noise.uniform_stream, bit for bit
+def _philox_words(seeds_ptr, counter_ptr, item, local):
+    # counter = (the int64 index within the item as two words, so items above 2^32 elements
+    # still get distinct noise; then the caller's two counter words, e.g. iteration and latent),
+    # key = the item's seed; word k feeds class k: sgafast.noise.uniform_stream, bit for bit
     seed = tl.load(seeds_ptr + item)
-    return tl.randint4x(seed, local)
+    lo = local.to(tl.uint32)
+    zero = lo * 0
+    upper_a = zero + tl.load(counter_ptr).to(tl.uint32)  # low 32 bits, as the torch twin
+    upper_b = zero + tl.load(counter_ptr + 1).to(tl.uint32)
+    return tl.philox(seed, lo, (local >> 32).to(tl.uint32), upper_a, upper_b)
 
 
 @triton.jit
@@ -173,27 +178,29 @@ def _exponential(bits):
 
 
 @triton.jit
-def _gumbel_gap(seeds_ptr, noise_ptr, item, local, offs, mask, HAS_NOISE: tl.constexpr):
+def _gumbel_gap(seeds_ptr, counter_ptr, noise_ptr, item, local, offs, mask,
+                HAS_NOISE: tl.constexpr):
     """g_up - g_down for two classes: log(E_down / E_up), three logs instead of four."""
     if HAS_NOISE:
         g_down = tl.load(noise_ptr + offs * 2, mask=mask, other=0.0).to(tl.float32)
         g_up = tl.load(noise_ptr + offs * 2 + 1, mask=mask, other=0.0).to(tl.float32)
         gap = g_up - g_down
     else:
-        b0, b1, _, _ = _philox_words(seeds_ptr, item, local)
+        b0, b1, _, _ = _philox_words(seeds_ptr, counter_ptr, item, local)
         gap = tl.log(_exponential(b0) / _exponential(b1))
     return gap
 
 
 @triton.jit
-def _gumbel3(seeds_ptr, noise_ptr, item, local, offs, mask, HAS_NOISE: tl.constexpr):
+def _gumbel3(seeds_ptr, counter_ptr, noise_ptr, item, local, offs, mask,
+             HAS_NOISE: tl.constexpr):
     """Gumbel noise of the three candidates, in ascending order."""
     if HAS_NOISE:
         g0 = tl.load(noise_ptr + offs * 3, mask=mask, other=0.0).to(tl.float32)
         g1 = tl.load(noise_ptr + offs * 3 + 1, mask=mask, other=0.0).to(tl.float32)
         g2 = tl.load(noise_ptr + offs * 3 + 2, mask=mask, other=0.0).to(tl.float32)
     else:
-        b0, b1, b2, _ = _philox_words(seeds_ptr, item, local)
+        b0, b1, b2, _ = _philox_words(seeds_ptr, counter_ptr, item, local)
         g0 = -tl.log(_exponential(b0))
         g1 = -tl.log(_exponential(b1))
         g2 = -tl.log(_exponential(b2))
@@ -247,16 +254,17 @@ def _three_class(x, g0, g1, g2, inv_tau, a, r, n, METHOD: tl.constexpr):
 
 
 @triton.jit
-def _soft_round(x, seeds_ptr, noise_ptr, item, local, offs, mask, tau, a, r, n,
+def _soft_round(x, seeds_ptr, counter_ptr, noise_ptr, item, local, offs, mask, tau_ptr, a, r, n,
                 METHOD: tl.constexpr, CLASSES: tl.constexpr, HAS_NOISE: tl.constexpr):
-    """(base, s, ds): S(x) = base + s, ds = dS/dx."""
-    inv_tau = 1.0 / tl.cast(tau, tl.float32)  # scalars may arrive as fp64 (Inductor): fp32 math
-    a = tl.cast(a, tl.float32)
+    """(base, s, ds): S(x) = base + s, ds = dS/dx; tau is read from device memory."""
+    inv_tau = 1.0 / tl.load(tau_ptr).to(tl.float32)
+    a = tl.cast(a, tl.float32)  # scalars may arrive as fp64 (Inductor): fp32 math
     if CLASSES == 2:
-        gap = _gumbel_gap(seeds_ptr, noise_ptr, item, local, offs, mask, HAS_NOISE)
+        gap = _gumbel_gap(seeds_ptr, counter_ptr, noise_ptr, item, local, offs, mask, HAS_NOISE)
         base, s, ds = _two_class(x, gap, inv_tau, a, METHOD)
     else:
-        g0, g1, g2 = _gumbel3(seeds_ptr, noise_ptr, item, local, offs, mask, HAS_NOISE)
+        g0, g1, g2 = _gumbel3(seeds_ptr, counter_ptr, noise_ptr, item, local, offs, mask,
+                              HAS_NOISE)
         base, s, ds = _three_class(x, g0, g1, g2, inv_tau, a, tl.cast(r, tl.float32),
                                    tl.cast(n, tl.float32), METHOD)
     return base, s, ds
@@ -288,8 +296,8 @@ def _block(per_item, blocks_per_item, BLOCK: tl.constexpr):
 # blocks_per_item is not specialised (fewer compiled variants); per_item is: its divisibility
 # by 16 is what lets the loads and stores vectorise
 @triton.jit(do_not_specialize=["blocks_per_item"])
-def _sga_round_fwd_kernel(v_ptr, center_ptr, seeds_ptr, noise_ptr, out_ptr, per_item,
-                          blocks_per_item, tau, a, r, n, METHOD: tl.constexpr,
+def _sga_round_fwd_kernel(v_ptr, center_ptr, seeds_ptr, counter_ptr, noise_ptr, out_ptr,
+                          per_item, blocks_per_item, tau_ptr, a, r, n, METHOD: tl.constexpr,
                           CLASSES: tl.constexpr, HAS_CENTER: tl.constexpr,
                           HAS_NOISE: tl.constexpr, BLOCK: tl.constexpr):
     item, local, offs, mask = _block(per_item, blocks_per_item, BLOCK)
@@ -297,8 +305,8 @@ def _sga_round_fwd_kernel(v_ptr, center_ptr, seeds_ptr, noise_ptr, out_ptr, per_
     if HAS_CENTER:
         center = tl.load(center_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         x = x - center
-    base, s, _ = _soft_round(x, seeds_ptr, noise_ptr, item, local, offs, mask, tau, a, r, n,
-                             METHOD, CLASSES, HAS_NOISE)
+    base, s, _ = _soft_round(x, seeds_ptr, counter_ptr, noise_ptr, item, local, offs, mask,
+                             tau_ptr, a, r, n, METHOD, CLASSES, HAS_NOISE)
     out = base + s
     if HAS_CENTER:
         out = out + center
@@ -306,8 +314,9 @@ def _sga_round_fwd_kernel(v_ptr, center_ptr, seeds_ptr, noise_ptr, out_ptr, per_
 
 
 @triton.jit(do_not_specialize=["blocks_per_item"])
-def _sga_round_bwd_kernel(grad_out_ptr, v_ptr, center_ptr, seeds_ptr, noise_ptr, grad_v_ptr,
-                          grad_center_ptr, per_item, blocks_per_item, tau, a, r, n,
+def _sga_round_bwd_kernel(grad_out_ptr, v_ptr, center_ptr, seeds_ptr, counter_ptr, noise_ptr,
+                          grad_v_ptr, grad_center_ptr, per_item, blocks_per_item, tau_ptr, a, r,
+                          n,
                           METHOD: tl.constexpr, CLASSES: tl.constexpr,
                           HAS_CENTER: tl.constexpr, CENTER_GRAD: tl.constexpr,
                           HAS_NOISE: tl.constexpr, BLOCK: tl.constexpr):
@@ -315,8 +324,8 @@ def _sga_round_bwd_kernel(grad_out_ptr, v_ptr, center_ptr, seeds_ptr, noise_ptr,
     x = tl.load(v_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_CENTER:
         x = x - tl.load(center_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    _, _, ds = _soft_round(x, seeds_ptr, noise_ptr, item, local, offs, mask, tau, a, r, n,
-                           METHOD, CLASSES, HAS_NOISE)
+    _, _, ds = _soft_round(x, seeds_ptr, counter_ptr, noise_ptr, item, local, offs, mask,
+                           tau_ptr, a, r, n, METHOD, CLASSES, HAS_NOISE)
     grad_out = tl.load(grad_out_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     grad_v = grad_out * ds
     tl.store(grad_v_ptr + offs, _round_to(grad_v, grad_v_ptr.dtype.element_ty), mask=mask)
@@ -352,14 +361,23 @@ def launch_config(per_item: int, device: torch.device) -> tuple[int, int]:
     return 1024, 8
 
 
+def _on(device: torch.device):
+    """Launch on the tensors' own GPU, not the current one (a no-op on the CPU)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def _items(v: torch.Tensor, seeds: torch.Tensor | None) -> tuple[int, int]:
     """(items, elements per item): per-item seeds split v along dim 0, else v is one item."""
     items = 1 if seeds is None else seeds.numel()
     return items, v.numel() // items
 
 
-def _check(v, seeds, noise, classes, block, **like_v):
+def _check(v, tau, seeds, counter, noise, classes, block, **like_v):
     """Dtype, device, contiguity and shapes, up front (``like_v``: tensors shaped like v)."""
+    if tau.numel() != 1 or not tau.dtype.is_floating_point or tau.device != v.device:
+        raise SgafastError("tau: expected a one-element float tensor on v's device")
+    if counter.shape != (2,) or counter.dtype != torch.int64 or counter.device != v.device:
+        raise SgafastError("counter: expected an int64 tensor of shape (2,) on v's device")
     if v.dtype not in KERNEL_DTYPES:
         raise SgafastError(f"the fused kernels take float32, float16 or bfloat16, not {v.dtype}; "
                            f"use backend='torch'")
@@ -389,44 +407,52 @@ def _check(v, seeds, noise, classes, block, **like_v):
                                f"{seeds.numel()}")
 
 
-def sga_round_forward(v: torch.Tensor, tau: float, *, method: str, classes: int, a: float,
-                      r: float, n: float, center: torch.Tensor | None = None,
-                      seeds: torch.Tensor | None = None, noise: torch.Tensor | None = None,
-                      block: int, num_warps: int) -> torch.Tensor:
-    """S(v - center; tau) + center in one launch: reads v (and center), writes the output."""
-    _check(v, seeds, noise, classes, block, center=center)
+def sga_round_forward(v: torch.Tensor, tau: torch.Tensor, *, method: str, classes: int,
+                      a: float, r: float, n: float, center: torch.Tensor | None = None,
+                      seeds: torch.Tensor | None = None, counter: torch.Tensor,
+                      noise: torch.Tensor | None = None, block: int,
+                      num_warps: int) -> torch.Tensor:
+    """S(v - center; tau) + center in one launch: reads v (and center), writes the output.
+
+    ``tau``: a one-element fp32 tensor; ``counter``: the two upper Philox counter words (int64,
+    shape (2,)); both stay on the device, so a changing tau or iteration never recompiles.
+    """
+    _check(v, tau, seeds, counter, noise, classes, block, center=center)
     out = torch.empty_like(v)
     if v.numel() == 0:
         return out
     items, per_item = _items(v, seeds)
     blocks_per_item = triton.cdiv(per_item, block)
-    _sga_round_fwd_kernel[(items * blocks_per_item,)](
-        v, center, seeds, noise, out, per_item, blocks_per_item, tau, a, r, n,
-        METHOD=METHOD_IDS[method], CLASSES=classes, HAS_CENTER=center is not None,
-        HAS_NOISE=noise is not None, BLOCK=block, num_warps=num_warps)
+    with _on(v.device):
+        _sga_round_fwd_kernel[(items * blocks_per_item,)](
+            v, center, seeds, counter, noise, out, per_item, blocks_per_item, tau, a, r, n,
+            METHOD=METHOD_IDS[method], CLASSES=classes, HAS_CENTER=center is not None,
+            HAS_NOISE=noise is not None, BLOCK=block, num_warps=num_warps)
     return out
 
 
-def sga_round_backward(grad_out: torch.Tensor, v: torch.Tensor, tau: float, *, method: str,
-                       classes: int, a: float, r: float, n: float,
+def sga_round_backward(grad_out: torch.Tensor, v: torch.Tensor, tau: torch.Tensor, *,
+                       method: str, classes: int, a: float, r: float, n: float,
                        center: torch.Tensor | None = None, center_grad: bool = True,
-                       seeds: torch.Tensor | None = None, noise: torch.Tensor | None = None,
-                       block: int, num_warps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+                       seeds: torch.Tensor | None = None, counter: torch.Tensor,
+                       noise: torch.Tensor | None = None, block: int,
+                       num_warps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(grad_v, grad_center) in one launch: regenerates the noise and recomputes the weights.
 
     grad_center is None without a center or with ``center_grad=False`` (a detached center:
     then nothing is written for it).
     """
-    _check(v, seeds, noise, classes, block, center=center, grad_out=grad_out)
+    _check(v, tau, seeds, counter, noise, classes, block, center=center, grad_out=grad_out)
     grad_v = torch.empty_like(v)
     grad_center = torch.empty_like(center) if center is not None and center_grad else None
     if v.numel() == 0:
         return grad_v, grad_center
     items, per_item = _items(v, seeds)
     blocks_per_item = triton.cdiv(per_item, block)
-    _sga_round_bwd_kernel[(items * blocks_per_item,)](
-        grad_out, v, center, seeds, noise, grad_v, grad_center, per_item, blocks_per_item,
-        tau, a, r, n, METHOD=METHOD_IDS[method], CLASSES=classes,
-        HAS_CENTER=center is not None, CENTER_GRAD=grad_center is not None,
-        HAS_NOISE=noise is not None, BLOCK=block, num_warps=num_warps)
+    with _on(v.device):
+        _sga_round_bwd_kernel[(items * blocks_per_item,)](
+            grad_out, v, center, seeds, counter, noise, grad_v, grad_center, per_item,
+            blocks_per_item, tau, a, r, n, METHOD=METHOD_IDS[method], CLASSES=classes,
+            HAS_CENTER=center is not None, CENTER_GRAD=grad_center is not None,
+            HAS_NOISE=noise is not None, BLOCK=block, num_warps=num_warps)
     return grad_v, grad_center

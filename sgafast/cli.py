@@ -21,36 +21,57 @@ def resolve_device(name: str) -> torch.device:
 
 
 def add_refine_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``refine`` and ``eval``: the rounding, the schedule, the optimiser."""
-    p.add_argument("--classes", type=int, default=2, choices=(2, 3))
-    p.add_argument("--a", type=float, default=None,
-                   help="SSL parameter (default 2.3 two-class, 1.4 three-class)")
-    p.add_argument("--r", type=float, default=0.98, help="three-class r (default 0.98)")
-    p.add_argument("--n", type=float, default=1.5, help="three-class n (default 1.5)")
-    p.add_argument("--iters", type=int, default=2000, help="iterations (default 2000)")
-    p.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default 5e-3)")
-    p.add_argument("--tau-max", type=float, default=None,
+    """Options shared by ``refine`` and ``eval``: the rounding, the schedule, the optimiser.
+
+    Defaults are not repeated here: an option left out keeps ``Rounding``'s or
+    ``RefineConfig``'s default, which the help text quotes.
+    """
+    from .refine import COMPILE_FROM_ITERS, RefineConfig
+    from .rounding import DEFAULT_A, Rounding
+
+    run, rounding = RefineConfig(), Rounding()
+    unset = argparse.SUPPRESS
+    p.add_argument("--classes", type=int, default=unset, choices=(2, 3),
+                   help=f"candidates per latent (default {rounding.classes})")
+    p.add_argument("--a", type=float, default=unset,
+                   help=f"SSL parameter (default {DEFAULT_A[2]} two-class, "
+                   f"{DEFAULT_A[3]} three-class)")
+    p.add_argument("--r", type=float, default=unset, help=f"three-class r (default {rounding.r})")
+    p.add_argument("--n", type=float, default=unset, help=f"three-class n (default {rounding.n})")
+    p.add_argument("--iters", type=int, default=unset, help=f"iterations (default {run.iters})")
+    p.add_argument("--lr", type=float, default=unset,
+                   help=f"Adam learning rate (default {run.lr})")
+    p.add_argument("--tau-max", type=float, default=unset,
                    help="temperature cap (default 0.5 for atanh, 1.0 otherwise)")
-    p.add_argument("--tau-rate", type=float, default=1e-3,
-                   help="temperature decay rate c in exp(-c t) (default 1e-3)")
-    p.add_argument("--lmbda", type=float, default=None,
+    p.add_argument("--tau-rate", type=float, default=unset,
+                   help=f"temperature decay rate c in exp(-c t) (default {run.tau_rate}; "
+                   "0 keeps tau at --tau-max)")
+    p.add_argument("--lmbda", type=float, default=unset,
                    help="R-D trade-off (default: the base model's training lambda)")
+    p.add_argument("--seed", type=int, default=unset, help=f"run seed (default {run.seed})")
+    p.add_argument("--track-every", type=int, default=unset,
+                   help=f"compute the true R-D loss every k iterations (default "
+                   f"{run.track_every}; 0: never)")
+    p.add_argument("--backend", default=unset, choices=BACKENDS,
+                   help="rounding kernels: auto (fused on CUDA), torch or triton")
+    p.add_argument("--compile", default=unset, action=argparse.BooleanOptionalAction,
+                   help="compile the step with torch.compile (a CUDA graph on CUDA); default: "
+                   f"for runs of {COMPILE_FROM_ITERS} iterations or more")
     p.add_argument("--batch-size", type=int, default=1, help="same-size images per batch")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--track-every", type=int, default=100,
-                   help="compute the true R-D loss every k iterations (0: never)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--backend", default="auto", choices=BACKENDS)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+CONFIG_OPTIONS = ("classes", "a", "r", "n", "iters", "lr", "tau_max", "tau_rate", "lmbda",
+                  "seed", "track_every", "backend", "compile")
+
+
 def refine_config(args: argparse.Namespace, method: str):
+    """The RefineConfig of the options given on the command line (the rest: its defaults)."""
     from .refine import RefineConfig
 
-    return RefineConfig(method=method, classes=args.classes, a=args.a, r=args.r, n=args.n,
-                        iters=args.iters, lr=args.lr, tau_max=args.tau_max,
-                        tau_rate=args.tau_rate, lmbda=args.lmbda, seed=args.seed,
-                        track_every=args.track_every, backend=args.backend)
+    given = {k: getattr(args, k) for k in CONFIG_OPTIONS if hasattr(args, k)}
+    return RefineConfig.for_method(method, **given)
 
 
 def report_failures(failures) -> int:

@@ -23,7 +23,7 @@ from .errors import SgafastError
 from .images import center_crop, list_images, read_image, write_png
 from .io import atomic_write_bytes, atomic_write_json
 from .refine import NO_REFINEMENT, RefineConfig
-from .rounding import METHODS, THREE_CLASS_METHODS
+from .rounding import METHODS, THREE_CLASS_METHODS, Rounding
 
 ANCHOR = NO_REFINEMENT
 JPEG = "jpeg"
@@ -246,8 +246,8 @@ def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_n
     for model_name, label in zip(model_names, labels):
         model = models.load(model_name, device)
         for spec in specs:
-            cfg = dataclasses.replace(base_cfg, method=spec.method, classes=spec.classes,
-                                      lr=spec.lr or base_cfg.lr)
+            cfg = base_cfg.with_options(method=spec.method, classes=spec.classes,
+                                        lr=spec.lr or base_cfg.lr)
             jobs.set_postfix(model=label, method=spec.label)
             report = pipeline.refine_files(inputs, outdir / "runs" / spec.label / label,
                                            model, cfg, batch_size=batch_size, progress=False)
@@ -300,7 +300,7 @@ def add_eval_parser(sub) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .cli import refine_config, report_failures, resolve_device
 
-    specs = parse_methods(args.methods, args.classes)
+    specs = parse_methods(args.methods, getattr(args, "classes", Rounding().classes))
     base_cfg = refine_config(args, "ssl")
     qualities = [int(q) for q in args.jpeg.split(",")] if args.jpeg else None
     result = run_eval([Path(d) for d in args.dataset], Path(args.output), specs, resolve_models(args.models),

@@ -1,11 +1,14 @@
 """The counter-based noise stream: a torch twin of Triton's Philox, bit for bit.
 
 Element ``i`` of an item with seed ``s`` gets one Philox-4x32-10 call with key (s_lo, s_hi) and
-counter (i_lo, i_hi, 0, 0), exactly what ``tl.randint4x(s, i)`` computes for an int64 offset
-``i``; its four words become four uniforms through ``uint_to_uniform_float`` and word ``k``
-feeds class ``k``. The stream depends only on (seed, element index, class): never on block
-size, batch position or device, so the fused kernels regenerate it in backward and every
-backend computes the same function of the same noise.
+counter (i_lo, i_hi, k2, k3), exactly what ``tl.philox(s, i_lo, i_hi, k2, k3)`` computes; its
+four words become four uniforms through ``uint_to_uniform_float`` and word ``k`` feeds class
+``k``. The two upper counter words (k2, k3) are the caller's ``counter``, (0, 0) by default (then
+the stream is ``tl.randint4x(s, i)``): the refinement driver puts (iteration, latent) there, so
+one image seed gives every step its own stream with no per-step seed derivation on the host.
+The stream depends only on (seed, counter, element index, class): never on block size, batch
+position or device, so the fused kernels regenerate it in backward and every backend computes
+the same function of the same noise.
 """
 
 from __future__ import annotations
@@ -34,13 +37,15 @@ def _mul_hi_lo(a: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
     return hi, lo
 
 
-def philox4x32(counter: torch.Tensor, seeds: torch.Tensor) -> list[torch.Tensor]:
-    """Philox-4x32-10 of int64 counters (c0 = low, c1 = high word; c2 = c3 = 0).
+def philox4x32(counter: torch.Tensor, seeds: torch.Tensor, upper=(0, 0)) -> list[torch.Tensor]:
+    """Philox-4x32-10 of int64 counters (c0 = low, c1 = high word; (c2, c3) = ``upper``).
 
-    ``seeds`` broadcasts against ``counter``; returns four uint32 words held in int64.
+    ``seeds`` broadcasts against ``counter``; ``upper`` holds two ints or int64 tensors (their
+    low 32 bits are used). Returns four uint32 words held in int64.
     """
     c0, c1 = counter & MASK32, (counter >> 32) & MASK32
-    c2 = c3 = torch.zeros_like(c0)
+    c2 = (upper[0] & MASK32) + torch.zeros_like(c0)
+    c3 = (upper[1] & MASK32) + torch.zeros_like(c0)
     k0, k1 = seeds & MASK32, (seeds >> 32) & MASK32
     for _ in range(PHILOX_ROUNDS):
         hi_b, lo_b = _mul_hi_lo(c2, PHILOX_ROUND_B)
@@ -63,21 +68,42 @@ def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:
 
 
 def check_seeds(seed, items: int, device) -> torch.Tensor:
-    """Seeds as an int64 tensor with one entry per item (an int means one item or all items)."""
-    seeds = torch.as_tensor(seed, dtype=torch.int64, device=device).reshape(-1)
+    """Seeds as an int64 tensor with one entry per item (an int means one item or all items).
+
+    An int is range-checked; a tensor's values are not (that would cost a device sync per call).
+    """
+    if isinstance(seed, torch.Tensor):
+        if seed.dtype.is_floating_point or seed.dtype.is_complex or seed.dtype == torch.bool:
+            raise SgafastError(f"seed must be an integer tensor, got {seed.dtype}")
+        seeds = seed.to(device=device, dtype=torch.int64).reshape(-1)
+    else:
+        if not 0 <= int(seed) <= MAX_SEED:
+            raise SgafastError(f"seed must be in [0, 2^63), got {seed}")
+        seeds = torch.tensor([int(seed)], dtype=torch.int64, device=device)
     if seeds.numel() not in (1, items):
         raise SgafastError(f"seed: give one int, or one seed per item along dim 0 "
                            f"({items} here), not {seeds.numel()}")
-    if seeds.numel() and (int(seeds.min()) < 0):
-        raise SgafastError(f"seed must be in [0, 2^63), got {int(seeds.min())}")
     return seeds
 
 
-def uniform_stream(shape, *, seed, classes: int, device=None) -> torch.Tensor:
-    """Uniforms of shape ``shape + (classes,)``, keyed by (seed, index within item, class).
+def check_counter(counter, device) -> torch.Tensor:
+    """The two upper Philox counter words as an int64 tensor of shape (2,) on ``device``."""
+    if counter is None:
+        return torch.zeros(2, dtype=torch.int64, device=device)
+    if not isinstance(counter, torch.Tensor):
+        counter = torch.tensor([int(w) for w in counter], dtype=torch.int64)
+    if counter.shape != (2,) or counter.dtype != torch.int64:
+        raise SgafastError(f"counter: give two integer words (a pair or an int64 tensor of "
+                           f"shape (2,)), got shape {tuple(counter.shape)}")
+    return counter.to(device)
+
+
+def uniform_stream(shape, *, seed, classes: int, counter=None, device=None) -> torch.Tensor:
+    """Uniforms of shape ``shape + (classes,)``, keyed by (seed, counter, index in item, class).
 
     ``seed`` is an int, or a tensor of one seed per entry of dim 0 (an item, e.g. an image of a
-    batch): element indices then restart at 0 in every item.
+    batch): element indices then restart at 0 in every item. ``counter``: the two upper counter
+    words (default (0, 0)).
     """
     if not 1 <= classes <= 4:
         raise SgafastError(f"classes must be 1..4 for the Philox stream, got {classes}")
@@ -92,11 +118,14 @@ def uniform_stream(shape, *, seed, classes: int, device=None) -> torch.Tensor:
         total *= s
     index = torch.arange(total, dtype=torch.int64, device=device)
     item = index // per_item
-    words = philox4x32(index - item * per_item, seeds[item] if seeds.numel() > 1 else seeds)
+    upper = check_counter(counter, device)
+    words = philox4x32(index - item * per_item, seeds[item] if seeds.numel() > 1 else seeds,
+                       (upper[0], upper[1]))
     return torch.stack([uint_to_uniform(w) for w in words[:classes]], dim=-1).reshape(
         *shape, classes)
 
 
-def gumbel_noise(shape, *, seed, classes: int = 2, device=None) -> torch.Tensor:
+def gumbel_noise(shape, *, seed, classes: int = 2, counter=None, device=None) -> torch.Tensor:
     """Gumbel(0, 1) noise of shape ``shape + (classes,)``: the stream the kernels draw in-kernel."""
-    return gumbel_from_uniform(uniform_stream(shape, seed=seed, classes=classes, device=device))
+    return gumbel_from_uniform(uniform_stream(shape, seed=seed, classes=classes, counter=counter,
+                                              device=device))

@@ -92,7 +92,8 @@ def _record(path: Path, model: BaseModel, cfg: RefineConfig, run_settings: dict,
             refined: Refined, base: dict, final: dict) -> dict:
     return {
         "source": str(path), "model": model.name, "method": cfg.method,
-        "classes": cfg.classes, "iterations": cfg.iters if cfg.refines else 0,
+        "classes": cfg.rounding.classes if cfg.rounding else None,
+        "iterations": cfg.iters if cfg.refines else 0,
         "lmbda": run_settings["lmbda"],
         **{k: final[k] for k in ("bpp", "bpp_likelihood", "psnr", "ms_ssim", "rd_loss",
                                  "bytes")},
@@ -147,6 +148,10 @@ def refine_files(paths: list[Path], outdir: Path, model: BaseModel, cfg: RefineC
             x = torch.stack([img for _, img in loaded]).to(device)
             results = refine_batch(model, x, [p.stem for p, _ in loaded], cfg, progress)
             for i, ((path, _), refined) in enumerate(zip(loaded, results)):
+                if not refined.finite:  # the entropy coder never sees a non-finite latent
+                    failures.append(Failure(str(path), refined.divergence_message()))
+                    bar.update(1)
+                    continue
                 xi = x[i:i + 1]
                 base, _ = measure(model, xi, refined.y_base, refined.z_base, lmbda)
                 final, data = measure(model, xi, refined.y, refined.z, lmbda)

@@ -58,10 +58,15 @@ class Rounding:
         return 1 if self.method == "noise" else self.classes
 
 
-def check_tau(tau: float) -> float:
+def check_tau(tau, name: str = "tau"):
+    """A float tau must be finite and > 0; a tensor tau is the caller's (checking it would sync)."""
+    if isinstance(tau, torch.Tensor):
+        if tau.numel() != 1 or not tau.dtype.is_floating_point:
+            raise SgafastError(f"{name}: expected a float or a one-element float tensor")
+        return tau
     tau = float(tau)
     if not (math.isfinite(tau) and tau > 0):
-        raise SgafastError(f"tau must be a finite number > 0, got {tau}")
+        raise SgafastError(f"{name} must be a finite number > 0, got {tau}")
     return tau
 
 
@@ -70,17 +75,18 @@ def draw_seed(generator: torch.Generator | None = None) -> int:
     return int(torch.randint(0, MAX_SEED, (), generator=generator))
 
 
-def _reference(v: torch.Tensor, tau: float, rounding: Rounding, seed, noise):
+def _reference(v: torch.Tensor, tau, rounding: Rounding, seed, counter, noise):
     if rounding.method == "ste":
         return reference.straight_through(v)
     if rounding.method == "danneal":
         return reference.deterministic_anneal(v, tau)
     if rounding.method == "noise":
         u = noise[..., 0] if noise is not None else uniform_stream(
-            v.shape, seed=seed, classes=1, device=v.device)[..., 0]
+            v.shape, seed=seed, classes=1, counter=counter, device=v.device)[..., 0]
         return reference.uniform_noise(v, u.to(v.dtype))
     if noise is None:
-        noise = gumbel_noise(v.shape, seed=seed, classes=rounding.classes, device=v.device)
+        noise = gumbel_noise(v.shape, seed=seed, classes=rounding.classes, counter=counter,
+                             device=v.device)
     return reference.soft_round(v, tau, noise.to(v.dtype), method=rounding.method,
                                 classes=rounding.classes, a=rounding.a, r=rounding.r,
                                 n=rounding.n)
@@ -96,20 +102,30 @@ def _use_triton(backend: str, v: torch.Tensor, rounding: Rounding) -> bool:
     return backend == "triton"
 
 
-def sga_round(v: torch.Tensor, tau: float, *, method: str = "ssl", classes: int = 2,
-              a: float | None = None, r: float = 0.98, n: float = 1.5,
-              center: torch.Tensor | None = None, seed=None, noise: torch.Tensor | None = None,
-              backend: str = "auto") -> torch.Tensor:
+def sga_round(v: torch.Tensor, tau, rounding: Rounding | None = None, *,
+              center: torch.Tensor | None = None, seed=None, counter=None,
+              noise: torch.Tensor | None = None, backend: str = "auto",
+              **params) -> torch.Tensor:
     """Stochastic soft rounding S(v; tau) of SPEC section 2 (or a baseline), differentiable.
 
-    ``center`` gives S(v - center) + center (differentiable in both). Noise is either explicit
-    (``noise`` of shape ``v.shape + (classes,)``, Gumbel samples with ``noise[..., k]`` for the
-    k-th candidate in ascending order; uniforms in [0, 1) of shape ``v.shape + (1,)`` for
-    ``method="noise"``) or drawn from the counter-based stream of ``seed`` (an int, or one seed
-    per entry of dim 0); with neither, a seed is drawn from torch's generator.
-    ``backend``: ``"auto"`` fuses on CUDA, ``"triton"`` always fuses, ``"torch"`` never does.
+    The rounding is a :class:`Rounding`, or built from ``params`` (``method``, ``classes``,
+    ``a``, ``r``, ``n``; its defaults: two-class SSL). ``tau`` is a float or a one-element
+    tensor (kept on the device: no host sync). ``center`` gives S(v - center) + center
+    (differentiable in both). Noise is either explicit (``noise`` of shape
+    ``v.shape + (classes,)``, Gumbel samples with ``noise[..., k]`` for the k-th candidate in
+    ascending order; uniforms in [0, 1) of shape ``v.shape + (1,)`` for ``method="noise"``) or
+    drawn from the counter-based stream of ``seed`` (an int, or one seed per entry of dim 0) and
+    ``counter`` (two upper Philox counter words, default (0, 0)); with neither, a seed is drawn
+    from torch's generator. ``backend``: ``"auto"`` fuses on CUDA, ``"triton"`` always fuses,
+    ``"torch"`` never does.
     """
-    rounding = Rounding(method, classes, a, r, n)
+    if rounding is None:
+        try:
+            rounding = Rounding(**params)
+        except TypeError as err:
+            raise SgafastError(f"sga_round: {err}") from err
+    elif params:
+        raise SgafastError("give either a Rounding or its parameters, not both")
     tau = check_tau(tau)
     if noise is not None and seed is not None:
         raise SgafastError("give either noise or seed, not both")
@@ -123,7 +139,10 @@ def sga_round(v: torch.Tensor, tau: float, *, method: str = "ssl", classes: int 
     if _use_triton(backend, v, rounding):
         from .fused import fused_sga_round
 
-        return fused_sga_round(v, tau, rounding, center=center, seed=seed, noise=noise)
+        if not isinstance(tau, torch.Tensor):
+            tau = torch.tensor(tau, dtype=torch.float32)
+        return fused_sga_round(v, tau, rounding, center=center, seed=seed, counter=counter,
+                               noise=noise)
     if center is None:
-        return _reference(v, tau, rounding, seed, noise)
-    return _reference(v - center, tau, rounding, seed, noise) + center
+        return _reference(v, tau, rounding, seed, counter, noise)
+    return _reference(v - center, tau, rounding, seed, counter, noise) + center

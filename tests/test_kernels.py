@@ -180,7 +180,9 @@ def test_explicit_noise_of_another_dtype_is_read_as_given():
 
 def _launch(v, center, seeds, block, method, classes, tau=0.4):
     params = dict(method=method, classes=classes, a=DEFAULT_A[classes], r=0.98, n=1.5,
-                  center=center, seeds=seeds, block=block, num_warps=4)
+                  center=center, seeds=seeds, counter=torch.tensor([3, 1], device=DEVICE),
+                  block=block, num_warps=4)
+    tau = torch.tensor([tau], device=DEVICE)
     out = kernels.sga_round_forward(v, tau, **params)
     grads = kernels.sga_round_backward(torch.ones_like(v), v, tau, **params)
     return out, *grads

@@ -20,7 +20,7 @@ def _crop(kodak_crops, h=48, w=56):
 
 def test_refinement_lowers_true_rd_loss(default_model, kodak_crops):
     x = _crop(kodak_crops)[:1]
-    (res,) = refine_batch(default_model, x, ["a"], RefineConfig(method="ssl", **FAST))
+    (res,) = refine_batch(default_model, x, ["a"], RefineConfig.for_method("ssl", **FAST))
     _, unpadding = pad(x)
     crop = lambda t: unpad(t, unpadding)  # noqa: E731
     lmbda = default_model.lmbda
@@ -35,7 +35,7 @@ def test_refinement_lowers_true_rd_loss(default_model, kodak_crops):
 
 def test_batch_equals_per_image(default_model, kodak_crops):
     x = _crop(kodak_crops)
-    cfg = RefineConfig(method="linear", iters=15, track_every=0)
+    cfg = RefineConfig.for_method("linear", iters=15, track_every=0)
     batched = refine_batch(default_model, x, ["first", "second"], cfg)
     for i, name in enumerate(["first", "second"]):
         (alone,) = refine_batch(default_model, x[i:i + 1], [name], cfg)
@@ -86,7 +86,7 @@ def test_bitstream_round_trip_is_exact(default_model, kodak_crops):
 def test_base_bitstream_is_compressai_compress(default_model, kodak_crops):
     """The encoder-side twin on the encoder's own latents writes what model.compress writes."""
     x = _crop(kodak_crops)[:1]
-    (res,) = refine_batch(default_model, x, ["a"], RefineConfig(method="none"))
+    (res,) = refine_batch(default_model, x, ["a"], RefineConfig.for_method("none"))
     data = bitstream.encode(default_model, res.y_base, res.z_base, 48, 56)
     header, z_string, y_string = bitstream.parse(data)
     with torch.no_grad():
@@ -116,8 +116,8 @@ def test_autoregressive_models_are_refused():
 @pytest.mark.parametrize("method", ["ste", "noise", "danneal", "atanh", "cosine"])
 def test_every_method_runs(default_model, kodak_crops, method):
     x = _crop(kodak_crops)[:1]
-    (res,) = refine_batch(default_model, x, ["a"], RefineConfig(method=method, iters=3,
-                                                                 track_every=0))
+    (res,) = refine_batch(default_model, x, ["a"], RefineConfig.for_method(method, iters=3,
+                                                                         track_every=0))
     assert torch.isfinite(res.y).all() and len(res.relaxed_loss) == 3
 
 
@@ -125,4 +125,4 @@ def test_every_method_runs(default_model, kodak_crops, method):
                                     dict(lmbda=-0.1), dict(tau_max=0.0)])
 def test_bad_config_is_refused(kwargs):
     with pytest.raises(SgafastError):
-        RefineConfig(**kwargs)
+        RefineConfig.for_method(**kwargs)

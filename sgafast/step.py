@@ -1,0 +1,66 @@
+"""One refinement step's relaxed R-D loss as a function of device tensors only, eager or compiled.
+
+Everything that changes from one iteration to the next (the latents, the iteration counter) is
+a tensor argument, and everything derived from it (tau, the Philox counter words of the noise)
+is computed from it on the device: the step never reads a value back to the host, never copies
+one to the device, and a compiled step never recompiles as tau anneals. Compiled, it is one
+``torch.compile`` graph forward and one backward; on CUDA it is also captured as a CUDA graph
+(``mode="reduce-overhead"``), so an iteration is a few graph launches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from . import codec
+from .rounding import Rounding, sga_round
+from .schedule import temperature
+
+Z_STREAM, Y_STREAM = 0, 1  # the fourth Philox counter word: which latent the noise is for
+
+
+@dataclasses.dataclass(frozen=True)
+class StepProblem:
+    """What stays fixed during a batch's refinement: the model, the images and the settings."""
+
+    net: torch.nn.Module
+    x: torch.Tensor  # the unpadded batch, (B, 3, H, W)
+    unpadding: tuple[int, int, int, int]
+    seeds: torch.Tensor  # (B,) int64 image seeds on the device
+    rounding: Rounding
+    tau_max: float
+    tau_rate: float
+    lmbda: float
+    backend: str
+
+    def relaxed_loss(self, y: torch.Tensor, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """(B,) relaxed R-D losses at iteration ``t`` (a 0-d int64 device tensor), SPEC 5."""
+        tau = temperature(t, method=self.rounding.method, tau_max=self.tau_max,
+                          rate=self.tau_rate)
+        z_soft = sga_round(z, tau, self.rounding, center=codec.medians(self.net),
+                           seed=self.seeds, counter=_counter(t, Z_STREAM), backend=self.backend)
+        scales, means = codec.hyper_params(self.net, z_soft)
+        y_soft = sga_round(y, tau, self.rounding, center=means, seed=self.seeds,
+                           counter=_counter(t, Y_STREAM), backend=self.backend)
+        terms = codec.rd_terms(self.net, self.x, y_soft, z_soft, scales, means, self.unpad)
+        return codec.rd_loss(terms["mse"], terms["bits"], self.lmbda,
+                             self.x.shape[-2] * self.x.shape[-1])
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(x, self.unpadding)
+
+
+def _counter(t: torch.Tensor, stream: int) -> torch.Tensor:
+    """The two upper Philox counter words (iteration, latent) as an int64 device tensor."""
+    return torch.stack((t, torch.full_like(t, stream)))
+
+
+def compiled(problem: StepProblem):
+    """``problem.relaxed_loss`` through ``torch.compile`` (a CUDA graph on CUDA).
+
+    The graph has static shapes: one compilation per batch shape and model, cached by dynamo.
+    """
+    mode = "reduce-overhead" if problem.x.is_cuda else None
+    return torch.compile(problem.relaxed_loss, mode=mode, dynamic=False)
