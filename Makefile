@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT := out/demo
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench bench-e2e clean
 
 $(STAMP): requirements.txt setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: venv
 
 bench: venv
 	$(BIN)/python -m pytest benchmarks/bench_rounding.py --benchmark-enable --benchmark-only
+
+# end-to-end throughput against the official-style loop (CPU; the README's table)
+bench-e2e: venv
+	$(BIN)/python benchmarks/bench_e2e.py --device cpu --models default,mbt2018-mean:3 \
+		--batches 1 --out benchmarks/results/e2e
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -75,6 +75,18 @@ def hard_latents(net: torch.nn.Module, y: torch.Tensor, z: torch.Tensor):
     return y_hat, z_hat, scales, means
 
 
+def bits(net: torch.nn.Module, y: torch.Tensor, z: torch.Tensor, scales: torch.Tensor,
+         means: torch.Tensor | None) -> torch.Tensor:
+    """(B,) bits of (soft or hard) latents under the entropy models."""
+    return bits_per_image(z_likelihood(net, z)) + bits_per_image(
+        y_likelihood(net, y, scales, means))
+
+
+def mse(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(B,) mean squared error per image."""
+    return ((x_hat - x) ** 2).flatten(1).mean(1)
+
+
 def rd_terms(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
              scales: torch.Tensor, means: torch.Tensor | None, unpad) -> dict:
     """Per-image distortion and rate of given (soft or hard) latents over the real image area.
@@ -83,10 +95,7 @@ def rd_terms(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, z: torch.Te
     (B,) tensors: ``mse`` (of the float reconstruction), ``bits``, ``x_hat`` (unpadded).
     """
     x_hat = unpad(net.g_s(y))
-    mse = ((x_hat - x) ** 2).flatten(1).mean(1)
-    bits = bits_per_image(z_likelihood(net, z)) + bits_per_image(
-        y_likelihood(net, y, scales, means))
-    return {"mse": mse, "bits": bits, "x_hat": x_hat}
+    return {"mse": mse(x_hat, x), "bits": bits(net, y, z, scales, means), "x_hat": x_hat}
 
 
 def rd_loss(mse: torch.Tensor, bits: torch.Tensor, lmbda: float, num_pixels: int) -> torch.Tensor:

@@ -15,6 +15,7 @@ import math
 import time
 
 import torch
+from torch.profiler import record_function
 from tqdm import tqdm
 
 from . import codec, step
@@ -154,63 +155,97 @@ def _first_non_finite(losses: torch.Tensor) -> list[int | None]:
     return [None if i < 0 else i for i in first]
 
 
+class Refinement:
+    """One batch's refinement in progress: latents, optimiser, iteration counter, histories.
+
+    ``advance(k)`` runs k more iterations (tracking the true loss at multiples of
+    ``track_every``); ``results()`` finishes. The benchmarks time ``advance`` in slices.
+    """
+
+    def __init__(self, model: BaseModel, x: torch.Tensor, identities: list[str],
+                 cfg: RefineConfig):
+        self.start = time.perf_counter()
+        self.net, self.x, self.cfg = model.net, x, cfg
+        self.lmbda = lmbda_of(model, cfg)
+        x_padded, self.unpadding = pad(x)
+        with torch.no_grad():
+            self.y0, self.z0 = codec.encode(self.net, x_padded)
+        self.y = self.y0.clone().requires_grad_(True)
+        self.z = self.z0.clone().requires_grad_(True)
+        self.batch = len(identities)
+        self.relaxed = torch.zeros(cfg.iters if cfg.refines else 0, self.batch, device=x.device)
+        self.done, self.tracked = 0, []
+        self.tracking_seconds = self.warmup_seconds = 0.0
+        if cfg.refines:
+            seeds = torch.tensor([image_seed(cfg.seed, i) for i in identities], device=x.device)
+            problem = step.StepProblem(self.net, x, self.unpadding, seeds, cfg.rounding,
+                                       cfg.tau_max, cfg.tau_rate, self.lmbda, cfg.backend)
+            self.relaxed_loss = step.compiled(problem) if cfg.compiles else problem.relaxed_loss
+            self.graphed = cfg.compiles and x.is_cuda
+            self.opt = _adam([self.y, self.z], cfg.lr, self.graphed)
+            self.t = torch.zeros((), dtype=torch.int64, device=x.device)
+
+    def track(self) -> None:
+        """Append the true R-D loss after ``done`` updates (outside the step, no gradients)."""
+        tick = time.perf_counter()
+        with torch.no_grad(), record_function("tracking"):
+            loss = true_rd_loss(self.net, self.x, self.y, self.z, self.lmbda,
+                                lambda t: unpad(t, self.unpadding))
+        self.tracked.append((self.done, loss))
+        self.tracking_seconds += time.perf_counter() - tick
+
+    def step(self) -> None:
+        """One update of every image's latents; the host reads nothing back."""
+        if self.graphed:
+            torch.compiler.cudagraph_mark_step_begin()
+        loss = self.relaxed_loss(self.y, self.z, self.t)
+        self.opt.zero_grad(set_to_none=True)
+        with record_function("backward"):
+            loss.sum().backward()
+        with record_function("optimiser"):
+            self.opt.step()
+        self.relaxed[self.done].copy_(loss.detach())  # before a graph replay reuses its memory
+        self.t.add_(1)
+        self.done += 1
+
+    def advance(self, iters: int, progress=None) -> None:
+        """Run ``iters`` more iterations (at most up to ``cfg.iters``)."""
+        every = self.cfg.track_every
+        for _ in range(min(iters, len(self.relaxed) - self.done)):
+            if every and self.done % every == 0:
+                self.track()  # the loss after ``done`` updates
+            self.step()
+            if self.done == 1:
+                self.warmup_seconds = time.perf_counter() - self.start
+            if progress is not None:
+                progress.update(1)
+
+    def results(self) -> list[Refined]:
+        """Each image's latents and history (the true loss is tracked once more at the end)."""
+        if self.cfg.refines and self.cfg.track_every:
+            self.track()
+        diverged = _first_non_finite(self.relaxed[:self.done])
+        relaxed_rows = self.relaxed[:self.done].T.tolist()
+        tracked_rows = [(i, loss.tolist()) for i, loss in self.tracked]
+        seconds = time.perf_counter() - self.start
+        n = self.batch
+        return [Refined(y=self.y[b:b + 1].detach(), z=self.z[b:b + 1].detach(),
+                        y_base=self.y0[b:b + 1], z_base=self.z0[b:b + 1],
+                        relaxed_loss=relaxed_rows[b],
+                        true_loss=[(i, values[b]) for i, values in tracked_rows],
+                        seconds=seconds / n, tracking_seconds=self.tracking_seconds / n,
+                        warmup_seconds=self.warmup_seconds / n, diverged_at=diverged[b])
+                for b in range(n)]
+
+
 def refine_batch(model: BaseModel, x: torch.Tensor, identities: list[str],
                  cfg: RefineConfig, progress: bool = False) -> list[Refined]:
     """Refine a (B, 3, H, W) batch of same-size images in [0, 1]; one result per image."""
-    start = time.perf_counter()
-    net, lmbda = model.net, lmbda_of(model, cfg)
-    x_padded, unpadding = pad(x)
-    unpad_fn = lambda t: unpad(t, unpadding)  # noqa: E731
-    with torch.no_grad():
-        y0, z0 = codec.encode(net, x_padded)
-    y, z = y0.clone().requires_grad_(True), z0.clone().requires_grad_(True)
-    batch = len(identities)
-    relaxed = torch.zeros(cfg.iters if cfg.refines else 0, batch, device=x.device)
-    tracked, tracking, warmup = [], 0.0, 0.0
-
-    def track(t: int) -> None:
-        nonlocal tracking
-        tick = time.perf_counter()
-        with torch.no_grad():
-            tracked.append((t, true_rd_loss(net, x, y, z, lmbda, unpad_fn)))
-        tracking += time.perf_counter() - tick
-
-    if cfg.refines:
-        seeds = torch.tensor([image_seed(cfg.seed, i) for i in identities], device=x.device)
-        problem = step.StepProblem(net, x, unpadding, seeds, cfg.rounding, cfg.tau_max,
-                                   cfg.tau_rate, lmbda, cfg.backend)
-        relaxed_loss = step.compiled(problem) if cfg.compiles else problem.relaxed_loss
-        graphed = cfg.compiles and x.is_cuda
-        opt = _adam([y, z], cfg.lr, graphed)
-        t = torch.zeros((), dtype=torch.int64, device=x.device)
-        steps = tqdm(range(cfg.iters), desc=f"  {batch} image(s)", leave=False,
-                     disable=not progress, dynamic_ncols=True)
-        for i in steps:
-            if cfg.track_every and i % cfg.track_every == 0:
-                track(i)  # the loss after i updates
-            if graphed:
-                torch.compiler.cudagraph_mark_step_begin()
-            loss = relaxed_loss(y, z, t)
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            opt.step()
-            relaxed[i].copy_(loss.detach())  # before a graph replay reuses loss's memory
-            t.add_(1)
-            if i == 0:
-                warmup = time.perf_counter() - start
-        if cfg.track_every:
-            track(cfg.iters)
-    diverged = _first_non_finite(relaxed)
-    relaxed_rows = relaxed.T.tolist()
-    tracked_rows = [(i, loss.tolist()) for i, loss in tracked]
-    seconds = time.perf_counter() - start
-    return [Refined(y=y[b:b + 1].detach(), z=z[b:b + 1].detach(),
-                    y_base=y0[b:b + 1], z_base=z0[b:b + 1],
-                    relaxed_loss=relaxed_rows[b],
-                    true_loss=[(i, values[b]) for i, values in tracked_rows],
-                    seconds=seconds / batch, tracking_seconds=tracking / batch,
-                    warmup_seconds=warmup / batch, diverged_at=diverged[b])
-            for b in range(batch)]
+    run = Refinement(model, x, identities, cfg)
+    with tqdm(total=len(run.relaxed), desc=f"  {len(identities)} image(s)", leave=False,
+              disable=not progress, dynamic_ncols=True) as bar:
+        run.advance(len(run.relaxed), bar)
+    return run.results()
 
 
 def refine(model, x: torch.Tensor, cfg: RefineConfig | None = None, *,
