@@ -29,7 +29,9 @@ import datetime
 import json
 import platform
 import re
+import shutil
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,8 +43,10 @@ from torch.profiler import ProfilerActivity, profile
 import sgafast
 from sgafast.images import center_crop, list_images, read_image
 from sgafast.models import ZOO_LAMBDAS, BaseModel
+from sgafast.pipeline import refine_files
 from sgafast.refine import RefineConfig, Refinement
 
+BUNDLED = Path(sgafast.__file__).resolve().parent / "data" / "images"
 KODAK = (512, 768)
 ZOO_SIZES = {q: ((128, 192) if q <= 4 else (192, 320)) for q in range(1, 9)}
 COMPONENTS = ("rounding", "hyper-synthesis", "synthesis", "rates", "backward", "optimiser",
@@ -166,6 +170,32 @@ def bench(model_spec: str, batch: int, args, device, report: list) -> None:
                            "s_per_image_iter": seconds})
 
 
+def pipeline_idle(args, device: torch.device, report: list) -> None:
+    """The device's idle fraction over a whole ``refine`` run of ``--pipeline-images`` files.
+
+    The files are copies of ``--images`` (or of the bundled sample crops) under new names; the
+    run is sgafast's pipeline as the CLI runs it (reading, refining, coding, writing).
+    """
+    sources = list_images(args.images) if args.images else sorted(BUNDLED.glob("*.png"))
+    model = load_model(args.models.split(",")[0], device)
+    cfg = RefineConfig(iters=args.pipeline_iters)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i in range(args.pipeline_images):
+            source = sources[i % len(sources)]
+            paths.append(Path(tmp) / f"{i:03d}_{source.name}")
+            shutil.copyfile(source, paths[-1])
+        run = refine_files(paths, Path(tmp) / "out", model, cfg, batch_size=args.pipeline_batch,
+                           progress=False)
+    record = {"model": model.name, "batch": args.pipeline_batch, "variant": "pipeline",
+              "images": len(run.records), "iters": args.pipeline_iters,
+              "wall_s": run.wall_seconds, "busy_s": run.busy_seconds,
+              "idle_fraction": run.idle_fraction}
+    report.append(record)
+    print(f"pipeline: {len(run.records)} images, idle {run.idle_fraction:.1%} of "
+          f"{run.wall_seconds:.1f} s", flush=True)
+
+
 def markdown(meta: dict, records: list[dict]) -> str:
     lines = [f"# End-to-end refinement throughput, {meta['device_name']}", "",
              f"{meta['date']}; torch {meta['torch']}, triton {meta['triton']}, compressai "
@@ -175,7 +205,7 @@ def markdown(meta: dict, records: list[dict]) -> str:
              f"Command: `{meta['command']}`", "",
              "| model | batch | variant | ms / image-iteration | image-iterations / s | "
              "warm-up (s) | vs official | vs official-notrack |", "|---|---|---|---|---|---|---|---|"]
-    timing = [r for r in records if "component" not in r]
+    timing = [r for r in records if "component" not in r and r["variant"] != "pipeline"]
     for r in timing:
         same = {v["variant"]: v["s_per_image_iter"] for v in timing
                 if (v["model"], v["batch"]) == (r["model"], r["batch"])}
@@ -190,6 +220,12 @@ def markdown(meta: dict, records: list[dict]) -> str:
                   "| model | batch | component | ms / image-iteration |", "|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['batch']} | {r['component']} | "
                   f"{r['s_per_image_iter'] * 1e3:.2f} |" for r in parts]
+    for r in records:
+        if r["variant"] == "pipeline":
+            lines += ["", f"Whole `refine` pipeline, {r['images']} images of "
+                      f"{meta['pipeline_source']}, {r['iters']} iterations, batch {r['batch']}, "
+                      f"model {r['model']}: the device refined {r['busy_s']:.1f} s of "
+                      f"{r['wall_s']:.1f} s, idle {r['idle_fraction']:.1%}."]
     return "\n".join(lines) + "\n"
 
 
@@ -206,6 +242,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--profile-iters", type=int, default=3)
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--pipeline-images", type=int, default=0,
+                        help="also time a whole refine run over this many files (0: no)")
+    parser.add_argument("--pipeline-iters", type=int, default=20)
+    parser.add_argument("--pipeline-batch", type=int, default=1)
     parser.add_argument("--out", default="out/bench-e2e")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -224,6 +264,9 @@ def main() -> None:
     for model_spec in args.models.split(","):
         for batch in map(int, args.batches.split(",")):
             bench(model_spec, batch, args, device, records)
+    if args.pipeline_images:
+        meta["pipeline_source"] = args.images or "the bundled 256x256 sample crops"
+        pipeline_idle(args, device, records)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{meta['date'][:10]}_{args.device}").strip("-")

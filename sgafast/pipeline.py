@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -34,6 +35,13 @@ class Failure:
 class RunReport:
     records: list[dict]
     failures: list[Failure]
+    busy_seconds: float = 0.0  # in refinement (the device's work)
+    wall_seconds: float = 0.0
+
+    @property
+    def idle_fraction(self) -> float:
+        """The share of the run's wall time the device did not spend refining."""
+        return 1 - self.busy_seconds / self.wall_seconds if self.wall_seconds else 0.0
 
 
 def settings(model: BaseModel, cfg: RefineConfig) -> dict:
@@ -115,13 +123,75 @@ def _finished(path: Path, outdir: Path, run_settings: dict) -> dict | None:
     return record
 
 
+def _load(paths: list[Path]) -> tuple[list[tuple[Path, torch.Tensor]], list[Failure]]:
+    """Read a batch's images; an unreadable one fails alone."""
+    loaded, failures = [], []
+    for path in paths:
+        try:
+            loaded.append((path, read_image(path)))
+        except SgafastError as exc:
+            failures.append(Failure(str(path), str(exc)))
+    return loaded, failures
+
+
+class _Finisher:
+    """Entropy codes, measures and writes refined images on a worker thread, in order.
+
+    While it works on one batch the device refines the next; ``drain`` waits for all of it.
+    """
+
+    def __init__(self, model: BaseModel, cfg: RefineConfig, run_settings: dict, outdir: Path,
+                 bar):
+        self.model, self.cfg, self.settings, self.outdir, self.bar = (
+            model, cfg, run_settings, outdir, bar)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgafast-finish")
+        self.jobs = []
+
+    def submit(self, x: torch.Tensor, loaded: list, results: list[Refined]) -> None:
+        self.jobs.append(self.pool.submit(self._finish, x, loaded, results))
+
+    def _finish(self, x, loaded, results) -> tuple[list[dict], list[Failure]]:
+        records, failures, lmbda = [], [], self.settings["lmbda"]
+        for i, ((path, _), refined) in enumerate(zip(loaded, results)):
+            if not refined.finite:  # the entropy coder never sees a non-finite latent
+                failures.append(Failure(str(path), refined.divergence_message()))
+                self.bar.update(1)
+                continue
+            xi = x[i:i + 1]
+            base, _ = measure(self.model, xi, refined.y_base, refined.z_base, lmbda)
+            final, data = measure(self.model, xi, refined.y, refined.z, lmbda)
+            record = _record(path, self.model, self.cfg, self.settings, refined, base, final)
+            atomic_write_bytes(self.outdir / f"{path.stem}.bin", data)
+            atomic_write_json(self.outdir / f"{path.stem}.json", record)
+            records.append(record)
+            self.bar.update(1)
+            self.bar.set_postfix(bpp=f"{final['bpp']:.3f}", psnr=f"{final['psnr']:.2f}")
+        return records, failures
+
+    def drain(self) -> tuple[list[dict], list[Failure]]:
+        """Every finished image's record and every failure, in submission order."""
+        records, failures = [], []
+        try:
+            for job in self.jobs:
+                done, failed = job.result()
+                records += done
+                failures += failed
+        finally:
+            self.pool.shutdown(wait=True)
+        return records, failures
+
+
 def refine_files(paths: list[Path], outdir: Path, model: BaseModel, cfg: RefineConfig,
                  batch_size: int = 1, progress: bool = True) -> RunReport:
-    """Refine every image, writing its ``.bin`` and ``.json``; finished images are skipped."""
+    """Refine every image, writing its ``.bin`` and ``.json``; finished images are skipped.
+
+    Three stages overlap: a reader thread loads the next batch, the device refines the
+    current one, and a finisher thread codes, measures and writes the previous one.
+    """
     if batch_size < 1:
         raise SgafastError(f"batch size must be >= 1, got {batch_size}")
+    start = time.perf_counter()
     run_settings = settings(model, cfg)
-    lmbda = run_settings["lmbda"]
     device = next(model.net.parameters()).device
     records, todo = [], []
     for path in map(Path, paths):
@@ -131,38 +201,34 @@ def refine_files(paths: list[Path], outdir: Path, model: BaseModel, cfg: RefineC
         else:
             todo.append(path)
     groups, failures = _probe(todo)
+    batches = [group[i:i + batch_size] for group in groups.values()
+               for i in range(0, len(group), batch_size)]
     bar = tqdm(total=len(todo), desc=f"refine [{cfg.method}]", disable=not progress,
                dynamic_ncols=True)
     bar.update(len(failures))
-    for group in groups.values():
-        for start in range(0, len(group), batch_size):
-            loaded = []
-            for path in group[start:start + batch_size]:
-                try:
-                    loaded.append((path, read_image(path)))
-                except SgafastError as exc:
-                    failures.append(Failure(str(path), str(exc)))
-                    bar.update(1)
-            if not loaded:
-                continue
-            x = torch.stack([img for _, img in loaded]).to(device)
-            results = refine_batch(model, x, [p.stem for p, _ in loaded], cfg, progress)
-            for i, ((path, _), refined) in enumerate(zip(loaded, results)):
-                if not refined.finite:  # the entropy coder never sees a non-finite latent
-                    failures.append(Failure(str(path), refined.divergence_message()))
-                    bar.update(1)
+    finisher = _Finisher(model, cfg, run_settings, outdir, bar)
+    busy = 0.0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgafast-read") as reader:
+        upcoming = [reader.submit(_load, batch) for batch in batches[:1]]
+        try:
+            for k in range(len(batches)):
+                loaded, unreadable = upcoming[k].result()
+                if k + 1 < len(batches):
+                    upcoming.append(reader.submit(_load, batches[k + 1]))
+                failures += unreadable
+                bar.update(len(unreadable))
+                if not loaded:
                     continue
-                xi = x[i:i + 1]
-                base, _ = measure(model, xi, refined.y_base, refined.z_base, lmbda)
-                final, data = measure(model, xi, refined.y, refined.z, lmbda)
-                record = _record(path, model, cfg, run_settings, refined, base, final)
-                atomic_write_bytes(outdir / f"{path.stem}.bin", data)
-                atomic_write_json(outdir / f"{path.stem}.json", record)
-                records.append(record)
-                bar.update(1)
-                bar.set_postfix(bpp=f"{final['bpp']:.3f}", psnr=f"{final['psnr']:.2f}")
+                tick = time.perf_counter()
+                x = torch.stack([img for _, img in loaded]).to(device)
+                results = refine_batch(model, x, [p.stem for p, _ in loaded], cfg, progress)
+                busy += time.perf_counter() - tick
+                finisher.submit(x, loaded, results)
+        finally:
+            done, failed = finisher.drain()  # what is complete is written, even on Ctrl-C
     bar.close()
-    return RunReport(records, failures)
+    return RunReport(records + done, failures + failed, busy_seconds=busy,
+                     wall_seconds=time.perf_counter() - start)
 
 
 def summary(records: list[dict], name: str, description: str) -> dict:
