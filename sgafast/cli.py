@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import torch
 
 from .errors import SgafastError
+from .precision import PRECISIONS
 from .rounding import BACKENDS, METHODS
 
 
@@ -57,13 +60,16 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", default=unset, action=argparse.BooleanOptionalAction,
                    help="compile the step with torch.compile (a CUDA graph on CUDA); default: "
                    f"for runs of {COMPILE_FROM_ITERS} iterations or more")
+    p.add_argument("--precision", default=unset, choices=PRECISIONS,
+                   help="arithmetic of the transforms during refinement (default fp32; tf32 "
+                   "and bf16 are faster on GPUs; rounding and rates stay fp32)")
     p.add_argument("--batch-size", type=int, default=1, help="same-size images per batch")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 CONFIG_OPTIONS = ("classes", "a", "r", "n", "iters", "lr", "tau_max", "tau_rate", "lmbda",
-                  "seed", "track_every", "backend", "compile")
+                  "seed", "track_every", "backend", "compile", "precision")
 
 
 def refine_config(args: argparse.Namespace, method: str):
@@ -102,19 +108,37 @@ def cmd_refine(args) -> int:
 
 
 def cmd_decode(args) -> int:
+    """Check the output path and the file, then load the model and decode (the slow part)."""
     from . import bitstream, models
     from .images import write_png
 
-    model = models.load(args.model, resolve_device(args.device))
+    output = decode_output(args.output)
     path = Path(args.input)
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise SgafastError(f"{path}: cannot read ({exc})") from exc
+        raise SgafastError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    bitstream.parse(data, str(path))  # refuse a bad file before the model loads
+    model = models.load(args.model, resolve_device(args.device))
     x_hat = bitstream.decode(model, data, str(path))
-    write_png(args.output, x_hat[0])
-    print(f"{path} -> {args.output} ({x_hat.shape[-1]}x{x_hat.shape[-2]})")
+    write_png(output, x_hat[0])
+    print(f"{path} -> {output} ({x_hat.shape[-1]}x{x_hat.shape[-2]})")
     return 0
+
+
+def decode_output(name: str) -> Path:
+    """The ``-o`` of ``decode``: a .png file whose folder exists or can be made."""
+    output = Path(name)
+    if output.suffix.lower() != ".png":
+        raise SgafastError(f"-o {name}: decode writes PNG; give a file name ending in .png")
+    if output.is_dir():
+        raise SgafastError(f"-o {name}: is a folder; give the PNG file to write, "
+                           f"e.g. {output / 'decoded.png'}")
+    blocker = next((p for p in output.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise SgafastError(f"-o {name}: {blocker} is a file, not a folder; "
+                           f"choose an output path in a folder")
+    return output
 
 
 def cmd_train(args) -> int:
@@ -156,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("decode", help="decode a .bin with the unchanged CompressAI decoder")
     p.add_argument("input")
-    p.add_argument("-o", "--output", required=True, help="PNG to write")
-    p.add_argument("--model", default="default")
+    p.add_argument("-o", "--output", required=True, help="PNG file to write (.png)")
+    p.add_argument("--model", default="default",
+                   help="the model the file was encoded with (default: default)")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.set_defaults(func=cmd_decode)
 
@@ -184,13 +209,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM takes Ctrl-C's path: finished images are written, temporary files removed
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.func(args)
     except SgafastError as exc:
         print(f"sgafast: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("sgafast: interrupted; finished images are written, and the same command "
+              "resumes the run", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from . import codec, step
 from .errors import SgafastError
 from .images import pad, unpad
 from .models import BaseModel, architecture_of
+from .precision import check_precision, tensor_cores
 from .rounding import Rounding
 from .schedule import TAU_RATE, default_tau_max
 
@@ -43,6 +44,7 @@ class RefineConfig:
     track_every: int = 100  # true R-D loss every k iterations (0: never)
     backend: str = "auto"
     compile: bool | None = None  # None: compile runs of COMPILE_FROM_ITERS iterations or more
+    precision: str = "fp32"  # of the transforms: fp32, tf32 or bf16 (see sgafast.precision)
 
     @classmethod
     def for_method(cls, method: str = "ssl", **options) -> RefineConfig:
@@ -54,6 +56,7 @@ class RefineConfig:
         return cls(rounding=Rounding(method, **params), **options)
 
     def __post_init__(self):
+        check_precision(self.precision)
         for name in ("iters", "track_every", "seed"):
             if getattr(self, name) < 0:
                 raise SgafastError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -179,7 +182,8 @@ class Refinement:
         if cfg.refines:
             seeds = torch.tensor([image_seed(cfg.seed, i) for i in identities], device=x.device)
             problem = step.StepProblem(self.net, x, self.unpadding, seeds, cfg.rounding,
-                                       cfg.tau_max, cfg.tau_rate, self.lmbda, cfg.backend)
+                                       cfg.tau_max, cfg.tau_rate, self.lmbda, cfg.backend,
+                                       cfg.precision)
             self.relaxed_loss = step.compiled(problem) if cfg.compiles else problem.relaxed_loss
             self.graphed = cfg.compiles and x.is_cuda
             self.opt = _adam([self.y, self.z], cfg.lr, self.graphed)
@@ -214,7 +218,8 @@ class Refinement:
         for _ in range(min(iters, len(self.relaxed) - self.done)):
             if every and self.done % every == 0:
                 self.track()  # the loss after ``done`` updates
-            self.step()
+            with tensor_cores(self.cfg.precision, self.x.device):
+                self.step()
             if self.done == 1:
                 self.warmup_seconds = time.perf_counter() - self.start
             if progress is not None:

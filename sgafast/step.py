@@ -15,7 +15,7 @@ import dataclasses
 import torch
 from torch.profiler import record_function
 
-from . import codec
+from . import codec, precision
 from .rounding import Rounding, sga_round
 from .schedule import temperature
 
@@ -35,6 +35,7 @@ class StepProblem:
     tau_rate: float
     lmbda: float
     backend: str
+    precision: str = "fp32"  # of the transforms; the rounding and the rates are always fp32
 
     def relaxed_loss(self, y: torch.Tensor, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """(B,) relaxed R-D losses at iteration ``t`` (a 0-d int64 device tensor), SPEC 5.
@@ -47,17 +48,21 @@ class StepProblem:
             z_soft = sga_round(z, tau, self.rounding, center=codec.medians(self.net),
                                seed=self.seeds, counter=_counter(t, Z_STREAM),
                                backend=self.backend)
-        with record_function("hyper-synthesis"):
+        with record_function("hyper-synthesis"), self.transforms():
             scales, means = codec.hyper_params(self.net, z_soft)
+        scales, means = scales.float(), None if means is None else means.float()
         with record_function("rounding"):
             y_soft = sga_round(y, tau, self.rounding, center=means, seed=self.seeds,
                                counter=_counter(t, Y_STREAM), backend=self.backend)
-        with record_function("synthesis"):
-            x_hat = self.unpad(self.net.g_s(y_soft))
+        with record_function("synthesis"), self.transforms():
+            x_hat = self.unpad(self.net.g_s(y_soft)).float()
         with record_function("rates"):
             bits = codec.bits(self.net, y_soft, z_soft, scales, means)
         return codec.rd_loss(codec.mse(x_hat, self.x), bits, self.lmbda,
                              self.x.shape[-2] * self.x.shape[-1])
+
+    def transforms(self):
+        return precision.transforms(self.precision, self.x.device)
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.pad(x, self.unpadding)

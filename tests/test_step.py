@@ -102,3 +102,20 @@ def test_non_finite_or_impossible_numbers_are_refused(option, value):
 
     with pytest.raises(SgafastError, match=option):
         RefineConfig(**{option: value})
+
+
+def test_bf16_transforms_stay_close_to_fp32(default_model, kodak_crops):
+    x = kodak_crops[:1, :, :48, :64]
+    runs = [refine_batch(default_model, x, ["a"], RefineConfig(iters=8, track_every=8,
+                                                               precision=p, compile=False))[0]
+            for p in ("fp32", "bf16")]
+    fp32, bf16 = (r.true_loss[-1][1] for r in runs)
+    assert math.isfinite(bf16) and abs(bf16 - fp32) <= 0.02 * fp32
+    assert runs[1].true_loss[-1][1] < runs[1].true_loss[0][1]
+
+
+def test_an_unknown_precision_is_refused():
+    from sgafast.errors import SgafastError
+
+    with pytest.raises(SgafastError, match="precision"):
+        RefineConfig(precision="fp8")
