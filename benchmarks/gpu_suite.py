@@ -4,8 +4,9 @@
 
 1. correctness on the GPU against the reference on the same noise (explicit and seeded), with
    the rule of tests/test_kernels.py, and the int64 offsets above 2^32 elements;
-2. timing, side by side: the eager reference, ``torch.compile`` of the reference (noise passed
-   in, so the compiled graph is deterministic; drawing it is not timed) and the fused op
+2. timing, side by side: the eager reference and ``torch.compile`` of the reference, both
+   drawing their noise with the Philox twin (inside the compiled graph, as the loop must), and
+   the fused op
    (``sga_round(backend="triton")``, noise drawn in-kernel; ``launcher``: its two kernels
    called directly, without autograd); forward and forward+backward; fp32 and bf16; the Kodak
    latent sizes and 64 M elements. Median µs of ``triton.testing.do_bench`` (CUDA events, L2
@@ -41,6 +42,8 @@ METHOD = dict(method="ssl", classes=2, a=DEFAULT_A[2], r=0.98, n=1.5)  # SGA+'s 
 SIZES = [(batch, channels, 32, 48) for channels in (192, 320) for batch in (1, 8, 24)]
 SIZES.append((2048, 32, 32, 32))  # 64 M elements
 DEVICE = torch.device("cuda")
+TAU_T = torch.tensor([TAU], device=DEVICE)  # the launchers take tau and the counter on the device
+COUNTER = torch.tensor([5, 1], device=DEVICE)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 ULPS = 8  # as tests/test_kernels.py
 
@@ -201,37 +204,35 @@ def copy_bandwidth() -> float:
     return 2 * src.nbytes / (median_us * 1e-6) / 1e9
 
 
-def providers(v: torch.Tensor, noise: torch.Tensor, grad_out: torch.Tensor, compiled):
+def providers(v: torch.Tensor, grad_out: torch.Tensor, compiled):
     """Name -> (forward, forward+backward) callables of each implementation."""
     soft = dict(method=METHOD["method"], classes=2, a=METHOD["a"], r=METHOD["r"], n=METHOD["n"])
     seeds = torch.tensor([7], device=DEVICE)
     leaf = v.detach().requires_grad_()
     block, warps = kernels.launch_config(v.numel(), v.device)
-    launch = dict(**soft, seeds=seeds, block=block, num_warps=warps)
+    launch = dict(**soft, seeds=seeds, counter=COUNTER, block=block, num_warps=warps)
 
     def with_grad(f):
         return lambda: torch.autograd.grad(f(leaf), leaf, grad_out)
 
-    def eager(x):
-        return reference.soft_round(x, TAU, noise, **soft)
-
-    flat_noise = noise.reshape(-1, 2)
+    def eager(x):  # draws its noise with the Philox twin, as the eager loop does
+        return sga_round(x, TAU, seed=seeds, counter=COUNTER, backend="torch", **METHOD)
 
     def traced(x):  # 1-D: one compilation for all sizes (batch 1 would be specialised)
-        return compiled(x.reshape(-1), flat_noise).reshape(x.shape)
+        return compiled(x.reshape(-1), seeds).reshape(x.shape)
 
     def fused(x):
         return sga_round(x, TAU, seed=seeds, backend="triton", **METHOD)
 
     def launcher_both():
-        kernels.sga_round_forward(v, TAU, **launch)
-        return kernels.sga_round_backward(grad_out, v, TAU, **launch)
+        kernels.sga_round_forward(v, TAU_T, **launch)
+        return kernels.sga_round_backward(grad_out, v, TAU_T, **launch)
 
     return {
         "eager": (lambda: eager(v), with_grad(eager)),
         "compiled": (lambda: traced(v), with_grad(traced)),
         "fused": (lambda: fused(v), with_grad(fused)),
-        "launcher": (lambda: kernels.sga_round_forward(v, TAU, **launch), launcher_both),
+        "launcher": (lambda: kernels.sga_round_forward(v, TAU_T, **launch), launcher_both),
     }
 
 
@@ -241,9 +242,9 @@ def minimal_bytes(v: torch.Tensor, mode: str) -> int:
 
 
 def time_providers(report: Report, copy_gbps: float, deadline: float, quick: bool):
-    def reference_soft_round(x, noise):
-        return reference.soft_round(x, TAU, noise, method=METHOD["method"], classes=2,
-                                    a=METHOD["a"], r=METHOD["r"], n=METHOD["n"])
+    def reference_soft_round(x, seeds):
+        # the noise is drawn inside the compiled graph (the Philox twin), as the loop must
+        return sga_round(x, TAU, seed=seeds, counter=COUNTER, backend="torch", **METHOD)
 
     # dynamic shapes: one compilation per dtype and mode rather than one per size
     compiled = torch.compile(reference_soft_round, dynamic=True)
@@ -255,10 +256,8 @@ def time_providers(report: Report, copy_gbps: float, deadline: float, quick: boo
                 return
             gen = torch.Generator().manual_seed(1)
             v = (torch.randn(shape, generator=gen) * 3).to(DEVICE, dtype)
-            noise = -torch.log(-torch.log(torch.rand((*shape, 2), generator=gen)))
-            noise = noise.to(DEVICE, dtype)
             grad_out = torch.randn(shape, generator=gen).to(DEVICE, dtype)
-            for name, pair in providers(v, noise, grad_out, compiled).items():
+            for name, pair in providers(v, grad_out, compiled).items():
                 for mode, fn in zip(("forward", "forward_backward"), pair):
                     median, p20, p80 = bench(fn)
                     gbps = minimal_bytes(v, mode) / (median * 1e-6) / 1e9
@@ -269,7 +268,7 @@ def time_providers(report: Report, copy_gbps: float, deadline: float, quick: boo
                         launches_per_call=launches(fn)))
             log(f"timed {dtype_name} {shape}")
             report.write()
-            del v, noise, grad_out
+            del v, grad_out
             torch.cuda.empty_cache()
 
 
@@ -291,9 +290,9 @@ def sweep_fused(report: Report, copy_gbps: float, deadline: float):
             log("time budget spent: stopping the sweeps")
             return
         params = dict(method=method, classes=classes, a=DEFAULT_A[classes], r=0.98, n=1.5,
-                      seeds=seeds, block=block, num_warps=warps)
-        for mode, fn in [("forward", lambda: kernels.sga_round_forward(v, TAU, **params)),
-                         ("backward", lambda: kernels.sga_round_backward(grad_out, v, TAU,
+                      seeds=seeds, counter=COUNTER, block=block, num_warps=warps)
+        for mode, fn in [("forward", lambda: kernels.sga_round_forward(v, TAU_T, **params)),
+                         ("backward", lambda: kernels.sga_round_backward(grad_out, v, TAU_T,
                                                                          **params))]:
             median, _, _ = bench(fn)
             gbps = v.nbytes * (2 if mode == "forward" else 3) / (median * 1e-6) / 1e9
