@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .errors import SgafastError
+from .io import output_folder
 from .precision import PRECISIONS
 from .rounding import BACKENDS, METHODS
 
@@ -21,6 +23,28 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise SgafastError("--device cuda: no CUDA device is available; use --device cpu")
     return torch.device(name)
+
+
+def number(kind=float, *, low=0.0, low_ok=False, high=math.inf):
+    """An argparse type: a finite ``kind`` above ``low`` (or equal, with ``low_ok``), <= high."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        inside = (value >= low if low_ok else value > low) and value <= high
+        if not (math.isfinite(value) and inside):
+            bound = f">= {low:g}" if low_ok else f"> {low:g}"
+            upper = f" and <= {high:g}" if math.isfinite(high) else ""
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}{upper}, "
+                                             f"got {text}")
+        return value
+    return parse
+
+
+POSITIVE = number()
+NON_NEGATIVE = number(low_ok=True)
+COUNT = number(int, low_ok=True)
 
 
 def add_refine_options(p: argparse.ArgumentParser) -> None:
@@ -36,23 +60,23 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
     unset = argparse.SUPPRESS
     p.add_argument("--classes", type=int, default=unset, choices=(2, 3),
                    help=f"candidates per latent (default {rounding.classes})")
-    p.add_argument("--a", type=float, default=unset,
+    p.add_argument("--a", type=POSITIVE, default=unset,
                    help=f"SSL parameter (default {DEFAULT_A[2]} two-class, "
                    f"{DEFAULT_A[3]} three-class)")
-    p.add_argument("--r", type=float, default=unset, help=f"three-class r (default {rounding.r})")
-    p.add_argument("--n", type=float, default=unset, help=f"three-class n (default {rounding.n})")
-    p.add_argument("--iters", type=int, default=unset, help=f"iterations (default {run.iters})")
-    p.add_argument("--lr", type=float, default=unset,
+    p.add_argument("--r", type=number(high=1.0), default=unset, help=f"three-class r (default {rounding.r})")
+    p.add_argument("--n", type=POSITIVE, default=unset, help=f"three-class n (default {rounding.n})")
+    p.add_argument("--iters", type=COUNT, default=unset, help=f"iterations (default {run.iters})")
+    p.add_argument("--lr", type=POSITIVE, default=unset,
                    help=f"Adam learning rate (default {run.lr})")
-    p.add_argument("--tau-max", type=float, default=unset,
+    p.add_argument("--tau-max", type=POSITIVE, default=unset,
                    help="temperature cap (default 0.5 for atanh, 1.0 otherwise)")
-    p.add_argument("--tau-rate", type=float, default=unset,
+    p.add_argument("--tau-rate", type=NON_NEGATIVE, default=unset,
                    help=f"temperature decay rate c in exp(-c t) (default {run.tau_rate}; "
                    "0 keeps tau at --tau-max)")
-    p.add_argument("--lmbda", type=float, default=unset,
+    p.add_argument("--lmbda", type=POSITIVE, default=unset,
                    help="R-D trade-off (default: the base model's training lambda)")
-    p.add_argument("--seed", type=int, default=unset, help=f"run seed (default {run.seed})")
-    p.add_argument("--track-every", type=int, default=unset,
+    p.add_argument("--seed", type=COUNT, default=unset, help=f"run seed (default {run.seed})")
+    p.add_argument("--track-every", type=COUNT, default=unset,
                    help=f"compute the true R-D loss every k iterations (default "
                    f"{run.track_every}; 0: never)")
     p.add_argument("--backend", default=unset, choices=BACKENDS,
@@ -63,7 +87,7 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default=unset, choices=PRECISIONS,
                    help="arithmetic of the transforms during refinement (default fp32; tf32 "
                    "and bf16 are faster on GPUs; rounding and rates stay fp32)")
-    p.add_argument("--batch-size", type=int, default=1, help="same-size images per batch")
+    p.add_argument("--batch-size", type=number(int, low=0), default=1, help="same-size images per batch")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -77,6 +101,9 @@ def refine_config(args: argparse.Namespace, method: str):
     from .refine import RefineConfig
 
     given = {k: getattr(args, k) for k in CONFIG_OPTIONS if hasattr(args, k)}
+    if given.get("tau_rate") == 0:
+        print("sgafast: note: --tau-rate 0 keeps tau at --tau-max for the whole run "
+              "(no annealing)", file=sys.stderr)
     return RefineConfig.for_method(method, **given)
 
 
@@ -92,8 +119,8 @@ def cmd_refine(args) -> int:
     from .io import atomic_write_json
 
     cfg = refine_config(args, args.method)
+    outdir = output_folder(args.output)
     model = models.load(args.model, resolve_device(args.device))
-    outdir = Path(args.output)
     report = pipeline.refine_files([Path(p) for p in args.inputs], outdir, model, cfg,
                                    batch_size=args.batch_size, progress=not args.quiet)
     if report.records:
@@ -134,10 +161,7 @@ def decode_output(name: str) -> Path:
     if output.is_dir():
         raise SgafastError(f"-o {name}: is a folder; give the PNG file to write, "
                            f"e.g. {output / 'decoded.png'}")
-    blocker = next((p for p in output.parents if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise SgafastError(f"-o {name}: {blocker} is a file, not a folder; "
-                           f"choose an output path in a folder")
+    output_folder(output.parent)
     return output
 
 
@@ -189,13 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a mean-scale hyperprior base model")
     p.add_argument("image_dir")
     p.add_argument("-o", "--output", required=True, help="model file to write")
-    p.add_argument("--lmbda", type=float, default=0.0067)
+    p.add_argument("--lmbda", type=POSITIVE, default=0.0067)
     p.add_argument("--N", type=int, default=64)
     p.add_argument("--M", type=int, default=96)
     p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=number(int, low=0), default=8)
     p.add_argument("--steps", type=int, default=15000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=COUNT, default=0)
     p.add_argument("--init", default=None, help="fine-tune this model instead of a new one")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT.train-state")
     p.set_defaults(func=cmd_train)

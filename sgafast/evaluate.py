@@ -21,7 +21,7 @@ from tqdm import tqdm
 from . import models, pipeline
 from .errors import SgafastError
 from .images import center_crop, list_images, read_image, write_png
-from .io import atomic_write_bytes, atomic_write_json
+from .io import atomic_write_bytes, atomic_write_json, output_folder
 from .refine import NO_REFINEMENT, RefineConfig
 from .rounding import METHODS, THREE_CLASS_METHODS, Rounding
 
@@ -93,6 +93,11 @@ def model_label(spec: str) -> str:
 def prepare_inputs(dataset: list[Path], outdir: Path, crop: int | None,
                    limit: int | None) -> list[Path]:
     """The dataset's images (first ``limit``), centre-cropped once into OUTDIR/inputs if asked."""
+    missing = [str(item) for item in dataset if not item.exists()]
+    if missing:
+        raise SgafastError(f"{', '.join(missing)}: no such file or folder")
+    if limit is not None and limit < 1:
+        raise SgafastError(f"--limit must be >= 1, got {limit}")
     paths = [p for item in dataset for p in (list_images(item) if item.is_dir() else [item])]
     if not paths:
         raise SgafastError(f"{', '.join(map(str, dataset))}: no images found")
@@ -301,8 +306,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .cli import refine_config, report_failures, resolve_device
 
     specs = parse_methods(args.methods, getattr(args, "classes", Rounding().classes))
+    output_folder(args.output)
     base_cfg = refine_config(args, "ssl")
-    qualities = [int(q) for q in args.jpeg.split(",")] if args.jpeg else None
+    try:
+        qualities = [int(q) for q in args.jpeg.split(",")] if args.jpeg else None
+    except ValueError:
+        raise SgafastError(f"--jpeg {args.jpeg}: give comma-separated integer qualities 1-95, "
+                           "e.g. 10,30,50,70,90") from None
+    if qualities and not all(1 <= q <= 95 for q in qualities):
+        raise SgafastError(f"--jpeg {args.jpeg}: Pillow's qualities run from 1 to 95")
     result = run_eval([Path(d) for d in args.dataset], Path(args.output), specs, resolve_models(args.models),
                       base_cfg, crop=args.crop, limit=args.limit, batch_size=args.batch_size,
                       device=resolve_device(args.device), jpeg_qualities=qualities,

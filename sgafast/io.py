@@ -46,3 +46,20 @@ def read_json(path: str | os.PathLike):
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def output_folder(path: str | os.PathLike, option: str = "-o") -> Path:
+    """An output folder that exists or is made now, and is writable: checked before any work."""
+    from .errors import SgafastError
+
+    path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise SgafastError(f"{option} {path}: {blocker} is a file, not a folder; choose a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SgafastError(f"{option} {path}: cannot create the folder ({exc.strerror})") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise SgafastError(f"{option} {path}: the folder is not writable")
+    return path

@@ -116,13 +116,19 @@ def _load_file(path: Path) -> BaseModel:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        raise SgafastError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+        # never pass on torch's advice to turn weights_only off: that would run the file's code
+        raise SgafastError(f"{path}: not a model checkpoint sgafast can read (a PyTorch file "
+                           f"of tensors is expected; {type(exc).__name__})") from exc
     if not isinstance(payload, dict):
         raise SgafastError(f"{path}: a checkpoint must hold a dict, found {type(payload).__name__}")
     if payload.get("format") == MODEL_FORMAT:
         if payload.get("version") != MODEL_FORMAT_VERSION:
             raise SgafastError(f"{path}: model format version {payload.get('version')} is not "
                                f"supported (this sgafast reads version {MODEL_FORMAT_VERSION})")
+        absent = [k for k in ("architecture", "N", "M", "state_dict") if k not in payload]
+        if absent:
+            raise SgafastError(f"{path}: an sgafast model file without {', '.join(absent)}; "
+                               "it is damaged: save it again with sgafast train")
         net = build(payload["architecture"], payload["N"], payload["M"])
         state, lmbda, arch = payload["state_dict"], payload.get("lmbda"), payload["architecture"]
     else:  # a plain CompressAI state dict, possibly wrapped as {"state_dict": ...}

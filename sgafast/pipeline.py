@@ -91,7 +91,7 @@ def _probe(paths: list[Path]) -> tuple[dict, list[Failure]]:
         try:
             with Image.open(path) as img:
                 groups[img.size].append(path)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
             failures.append(Failure(str(path), f"cannot read the image ({exc})"))
     return groups, failures
 

@@ -1,0 +1,55 @@
+"""Bad options and paths are refused up front with one line naming the option or the path."""
+
+from pathlib import Path
+
+import pytest
+
+from sgafast.cli import main
+
+IMAGE = sorted((Path(__file__).resolve().parents[1] / "sgafast" / "data" / "images")
+               .glob("*.png"))[0]
+
+
+@pytest.mark.parametrize("option,value", [
+    ("--tau-rate", "nan"), ("--tau-rate", "-100"), ("--tau-max", "0"), ("--lr", "inf"),
+    ("--lmbda", "inf"), ("--iters", "-1"), ("--batch-size", "0"), ("--r", "1.5"),
+    ("--a", "abc"),
+])
+def test_impossible_numbers_name_their_option(tmp_path, capsys, option, value):
+    with pytest.raises(SystemExit) as exit_:
+        main(["refine", str(IMAGE), "-o", str(tmp_path), option, value])
+    assert exit_.value.code == 2
+    assert f"argument {option}:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("output", ["afile", "afile/sub"])
+def test_an_output_under_a_file_is_refused_before_any_work(tmp_path, capsys, output):
+    (tmp_path / "afile").write_text("")
+    assert main(["refine", str(IMAGE), "-o", str(tmp_path / output), "--iters", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and err.count("\n") == 1
+
+
+def test_tau_rate_zero_says_that_tau_stays_fixed(tmp_path, capsys):
+    assert main(["refine", str(IMAGE), "-o", str(tmp_path), "--iters", "1", "--tau-rate", "0",
+                 "--track-every", "0", "--quiet"]) == 0
+    assert "no annealing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["missing-folder"], "no such file or folder"),
+    ([str(IMAGE.parent), "--limit", "0"], "--limit"),
+    ([str(IMAGE.parent), "--jpeg", "10,abc"], "--jpeg"),
+])
+def test_eval_refuses_what_it_cannot_evaluate(tmp_path, capsys, args, message):
+    assert main(["eval", *args, "-o", str(tmp_path / "e"), "--iters", "1"]) == 2
+    assert message in capsys.readouterr().err
+    assert not list((tmp_path / "e").glob("*.json"))
+
+
+def test_a_random_file_is_not_a_checkpoint_and_no_unsafe_advice(tmp_path, capsys):
+    bad = tmp_path / "random.pt"
+    bad.write_bytes(bytes(range(256)) * 4)
+    assert main(["refine", str(IMAGE), "-o", str(tmp_path / "o"), "--model", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "not a model checkpoint" in err and "weights_only" not in err
