@@ -13,7 +13,7 @@ IMAGE = sorted((Path(__file__).resolve().parents[1] / "sgafast" / "data" / "imag
 @pytest.mark.parametrize("option,value", [
     ("--tau-rate", "nan"), ("--tau-rate", "-100"), ("--tau-max", "0"), ("--lr", "inf"),
     ("--lmbda", "inf"), ("--iters", "-1"), ("--batch-size", "0"), ("--r", "1.5"),
-    ("--a", "abc"),
+    ("--a", "abc"), ("--a", "-1"), ("--lmbda", "0"),
 ])
 def test_impossible_numbers_name_their_option(tmp_path, capsys, option, value):
     with pytest.raises(SystemExit) as exit_:
