@@ -12,9 +12,9 @@ from .models import BaseModel
 from .models import load as load_model
 from .noise import gumbel_noise
 from .refine import RefineConfig, Refined, refine
-from .rounding import sga_round
+from .rounding import Rounding, sga_round
 from .schedule import temperature
 
-__all__ = ["bitstream", "images", "BaseModel", "RefineConfig", "Refined", "SgafastError", "gumbel_noise",
-           "load_model", "refine", "sga_round", "temperature"]
+__all__ = ["bitstream", "images", "BaseModel", "RefineConfig", "Refined", "Rounding",
+           "SgafastError", "gumbel_noise", "load_model", "refine", "sga_round", "temperature"]
 __version__ = "0.1.0"
