@@ -4,18 +4,25 @@ Layout (little-endian)::
 
     offset size  field
     0      4     magic b"SGAF"
-    4      1     format version (1)
+    4      1     format version (2)
     5      1     architecture (1 = mbt2018-mean, 2 = bmshj2018-hyperprior)
     6      2     N (hyper-latent channels)          8   2  M (latent channels)
     10     4     image height                       14  4  image width
     18     8     model fingerprint (first 8 bytes of SHA-256 of the weights)
     26     4     z string length                    30  4  y string length
-    34     4     CRC-32 of everything after the header
+    34     4     CRC-32 of bytes 0-33 followed by everything after the header
     38     ...   z string, then y string
 
+Version 1 had the same layout with a CRC of the strings only, so a flipped header bit went
+unnoticed; version 2 files are refused by version 1 readers and vice versa.
+
 The latent shapes follow from the image size, so they are not stored. A file is untrusted
-input: every field is checked against the file's length and the model before anything is
-allocated from it; the decoder is the unchanged ``model.decompress``.
+input: its length and checksum are verified before any field is believed (so a damaged
+fingerprint reads as corrupt, not as another model's file), every field is checked against
+limits and the model before anything is allocated from it, and the decoder is the unchanged
+``model.decompress``, whose output must have the size the header implies. The checksum
+catches damage, not forgery: CompressAI's rANS decoder does not bounds-check its strings, so a
+crafted file with a valid CRC can still make it read past them.
 """
 
 from __future__ import annotations
@@ -31,10 +38,13 @@ from .errors import SgafastError
 from .images import STRIDE
 
 MAGIC = b"SGAF"
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct("<4sBBHHIIQIII")
+CRC_OFFSET = HEADER.size - 4  # the CRC is the header's last field
 ARCH_CODES = {"mbt2018-mean": 1, "bmshj2018-hyperprior": 2}
-MAX_PIXELS = 1 << 28  # 16384 x 16384: larger headers are rejected as corrupt
+MAX_PIXELS = 1 << 28  # 16384 x 16384: larger headers are refused
+# CompressAI's rANS coder writes 32-bit words and ends every string with its 8-byte state.
+RANS_WORD, RANS_MIN_BYTES = 4, 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +68,12 @@ def header_for(model, height: int, width: int) -> Header:
     return Header(model.architecture, n, m, height, width, model.fingerprint)
 
 
+def checksum(data: bytes) -> int:
+    """CRC-32 of a whole ``.bin`` except the CRC field itself: header fields, then strings."""
+    view = memoryview(data)
+    return zlib.crc32(view[HEADER.size:], zlib.crc32(view[:CRC_OFFSET]))
+
+
 def encode(model, y: torch.Tensor, z: torch.Tensor, height: int, width: int) -> bytes:
     """Entropy-code the hard version of refined latents (batch of one) into a ``.bin``."""
     net = model.net
@@ -69,34 +85,53 @@ def encode(model, y: torch.Tensor, z: torch.Tensor, height: int, width: int) -> 
         y_strings = gc.compress(y, gc.build_indexes(scales), means=means)
     h = header_for(model, height, width)
     payload = z_strings[0] + y_strings[0]
-    return HEADER.pack(MAGIC, VERSION, ARCH_CODES[h.architecture], h.n, h.m, h.height, h.width,
-                       h.fingerprint, len(z_strings[0]), len(y_strings[0]),
-                       zlib.crc32(payload)) + payload
+    unsigned = HEADER.pack(MAGIC, VERSION, ARCH_CODES[h.architecture], h.n, h.m, h.height,
+                           h.width, h.fingerprint, len(z_strings[0]), len(y_strings[0]), 0)
+    data = bytearray(unsigned + payload)
+    struct.pack_into("<I", data, CRC_OFFSET, checksum(data))
+    return bytes(data)
 
 
 def parse(data: bytes, source: str = "bitstream") -> tuple[Header, bytes, bytes]:
-    """Validate a ``.bin`` and split it into (header, z string, y string)."""
+    """Validate a ``.bin`` and split it into (header, z string, y string).
+
+    Integrity (length, checksum) is checked before any field is interpreted, so a flipped bit
+    anywhere after the version byte is reported as corruption.
+    """
     if len(data) < HEADER.size:
         raise SgafastError(f"{source}: {len(data)} bytes is too short for an sgafast bitstream")
     magic, version, arch, n, m, height, width, fp, z_len, y_len, crc = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise SgafastError(f"{source}: not an sgafast bitstream (bad magic {magic!r})")
     if version != VERSION:
-        raise SgafastError(f"{source}: bitstream version {version} is not supported "
-                           f"(this sgafast reads version {VERSION})")
-    names = {code: name for name, code in ARCH_CODES.items()}
-    if arch not in names:
-        raise SgafastError(f"{source}: unknown architecture code {arch}")
-    if not (1 <= height and 1 <= width and height * width <= MAX_PIXELS and n and m):
-        raise SgafastError(f"{source}: corrupt header (image {height}x{width}, N={n}, M={m})")
+        # checked before the CRC: another version may checksum differently
+        raise SgafastError(f"{source}: bitstream version {version} is not supported (this "
+                           f"sgafast reads version {VERSION}); the file is corrupt or was "
+                           f"written by another sgafast release, re-encode it with this one")
     if HEADER.size + z_len + y_len != len(data):
         raise SgafastError(f"{source}: truncated or corrupt (header announces "
                            f"{HEADER.size + z_len + y_len} bytes, file has {len(data)})")
+    if checksum(data) != crc:
+        raise SgafastError(f"{source}: corrupt (checksum mismatch); the file was damaged after "
+                           f"it was written, re-encode the image")
+    names = {code: name for name, code in ARCH_CODES.items()}
+    if arch not in names:
+        raise SgafastError(f"{source}: unknown architecture code {arch}")
+    _check_sizes(source, n, m, height, width, z_len, y_len)
     payload = data[HEADER.size:]
-    if zlib.crc32(payload) != crc:
-        raise SgafastError(f"{source}: corrupt (checksum mismatch)")
-    header = Header(names[arch], n, m, height, width, fp)
-    return header, payload[:z_len], payload[z_len:]
+    return Header(names[arch], n, m, height, width, fp), payload[:z_len], payload[z_len:]
+
+
+def _check_sizes(source: str, n: int, m: int, height: int, width: int, z_len: int,
+                 y_len: int) -> None:
+    """Refuse a checksummed header whose sizes no sgafast encoder writes (a crafted file)."""
+    if not (1 <= height and 1 <= width and height * width <= MAX_PIXELS and n and m):
+        raise SgafastError(f"{source}: invalid header (image {height}x{width}, N={n}, M={m}; "
+                           f"at most {MAX_PIXELS} pixels and nonzero N, M are allowed)")
+    for name, length in (("z", z_len), ("y", y_len)):
+        if length < RANS_MIN_BYTES or length % RANS_WORD:
+            raise SgafastError(f"{source}: invalid header ({name} string of {length} bytes; "
+                               f"rANS strings are whole 4-byte words, at least 8 bytes)")
 
 
 def decode(model, data: bytes, source: str = "bitstream") -> torch.Tensor:
@@ -114,6 +149,18 @@ def decode(model, data: bytes, source: str = "bitstream") -> torch.Tensor:
     with torch.no_grad():
         out = model.net.decompress([[y_string], [z_string]], torch.Size(header.z_shape))
     x_hat = out["x_hat"].to(device)
-    padded_h, padded_w = x_hat.shape[-2:]
-    top, left = (padded_h - header.height) // 2, (padded_w - header.width) // 2
+    return _crop_to_header(x_hat, header, source)
+
+
+def _crop_to_header(x_hat: torch.Tensor, header: Header, source: str) -> torch.Tensor:
+    """The image area of a padded reconstruction, which must be exactly z shape x stride."""
+    padded = tuple(x_hat.shape[-2:])
+    expected = tuple(STRIDE * side for side in header.z_shape)
+    if padded != expected:
+        raise SgafastError(
+            f"{source}: the model decoded a {padded[0]}x{padded[1]} image where the header's "
+            f"{header.height}x{header.width} image (z {header.z_shape[0]}x{header.z_shape[1]}) "
+            f"needs {expected[0]}x{expected[1]}; the model's stride is not {STRIDE}, decode "
+            f"with the model the file was encoded with")
+    top, left = (padded[0] - header.height) // 2, (padded[1] - header.width) // 2
     return x_hat[..., top:top + header.height, left:left + header.width]

@@ -156,11 +156,11 @@ def cmd_decode(args) -> int:
 def decode_output(name: str) -> Path:
     """The ``-o`` of ``decode``: a .png file whose folder exists or can be made."""
     output = Path(name)
-    if output.suffix.lower() != ".png":
-        raise SgafastError(f"-o {name}: decode writes PNG; give a file name ending in .png")
     if output.is_dir():
         raise SgafastError(f"-o {name}: is a folder; give the PNG file to write, "
                            f"e.g. {output / 'decoded.png'}")
+    if output.suffix.lower() != ".png":
+        raise SgafastError(f"-o {name}: decode writes PNG; give a file name ending in .png")
     output_folder(output.parent)
     return output
 

@@ -3,31 +3,97 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from compressai.ops import compute_padding
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms.functional import pil_to_tensor
 
 from .errors import SgafastError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 STRIDE = 64  # the hyperprior's total downsampling
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+EXIF_ORIENTATION, TIFF_BITS_PER_SAMPLE, TIFF_SAMPLE_FORMAT = 0x0112, 258, 339
 
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:
     """An RGB image as a (3, H, W) float tensor in [0, 1]; SgafastError naming the file if bad."""
+    return read_image_with_notes(path)[0]
+
+
+def read_image_with_notes(path: str | os.PathLike) -> tuple[torch.Tensor, dict]:
+    """``read_image`` and what was done to the file's samples to get there.
+
+    The notes have a key only when it applies: ``mode`` (PIL's mode, when not RGB), ``scaled``
+    (the bit depth integer samples were divided by), ``exif_orientation`` (the EXIF value that
+    was undone), ``alpha`` ("dropped") and ``clipped`` (samples outside the range were set to
+    its ends).
+    """
     try:
-        with Image.open(path) as img:
-            img.load()
-            rgb = img.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        with warnings.catch_warnings():
+            # PIL only warns up to twice its pixel limit: both sides of it fail the same way
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                x, notes = _to_tensor(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise SgafastError(f"{path}: refused as a possible decompression bomb ({exc}); "
+                           f"downscale it or cut it into tiles of at most "
+                           f"{Image.MAX_IMAGE_PIXELS} pixels") from exc
+    except (OSError, UnidentifiedImageError, ValueError, EOFError) as exc:
         raise SgafastError(f"{path}: cannot read the image ({exc})") from exc
-    if min(rgb.size) < 1:
+    if min(x.shape[-2:]) < 1:
         raise SgafastError(f"{path}: the image is empty")
-    return pil_to_tensor(rgb).float().div_(255)
+    return x, notes
+
+
+def _to_tensor(img: Image.Image) -> tuple[torch.Tensor, dict]:
+    """Upright RGB samples of an opened image in [0, 1], with notes (see read_image_with_notes)."""
+    notes = {} if img.mode == "RGB" else {"mode": img.mode}
+    # read before exif_transpose, whose copy has no TIFF tags
+    full_scale = _integer_full_scale(img, notes) if img.mode == "I" else None
+    if img.has_transparency_data:
+        notes["alpha"] = "dropped"
+    orientation = img.getexif().get(EXIF_ORIENTATION)
+    if orientation in range(2, 9):
+        notes["exif_orientation"] = orientation
+        img = ImageOps.exif_transpose(img)
+    if img.mode in SIXTEEN_BIT_MODES:
+        notes["scaled"] = "16-bit"
+        return _gray(np.asarray(img, dtype=np.float64) / 0xFFFF, notes), notes
+    if full_scale is not None:
+        return _gray(np.asarray(img, dtype=np.float64) / full_scale, notes), notes
+    if img.mode == "F":
+        return _gray(np.asarray(img, dtype=np.float64), notes), notes
+    # every 8-bit mode (L, P, LA, RGBA, CMYK, YCbCr, ...): PIL's conversion is exact for RGB
+    return pil_to_tensor(img.convert("RGB")).float().div_(255), notes
+
+
+def _integer_full_scale(img: Image.Image, notes: dict) -> int:
+    """The largest sample value of a 32-bit integer image: from its TIFF tags, else 16-bit."""
+    tags = getattr(img, "tag_v2", {})
+    depth = tags.get(TIFF_BITS_PER_SAMPLE, (None,))
+    depth = depth[0] if isinstance(depth, tuple) else depth
+    if not isinstance(depth, int) or not 1 <= depth <= 32:
+        notes["scaled"] = "16-bit (bit depth unknown, assumed)"
+        return 0xFFFF
+    signed = tags.get(TIFF_SAMPLE_FORMAT, (1,)) in (2, (2,))
+    notes["scaled"] = f"{depth}-bit signed" if signed else f"{depth}-bit"
+    return 2 ** (depth - signed) - 1
+
+
+def _gray(samples: np.ndarray, notes: dict) -> torch.Tensor:
+    """A 2-D array of values meant to lie in [0, 1] as 3 equal channels, clipped with a note."""
+    if not ((samples >= 0) & (samples <= 1)).all():  # NaN fails both tests: it is clipped too
+        notes["clipped"] = True
+        samples = np.clip(np.nan_to_num(samples, nan=0.0), 0, 1)
+    gray = torch.from_numpy(samples.astype(np.float32))
+    return gray.expand(3, *gray.shape).contiguous()
 
 
 def write_png(path: str | os.PathLike, x: torch.Tensor) -> None:

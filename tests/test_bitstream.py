@@ -41,7 +41,7 @@ def _with_header(data: bytes, **fields) -> bytes:
 
 
 def _with_valid_header(data: bytes, **fields) -> bytes:
-    """``data`` with header fields rewritten and a correct CRC (a crafted or buggy writer's file)."""
+    """``data`` with header fields rewritten and a correct CRC (a crafted file)."""
     changed = _with_header(data, **fields)
     return _with_header(changed, crc=_crc(changed))
 
@@ -64,6 +64,7 @@ def test_header_is_38_bytes_and_round_trips(good_bin, default_model):
     assert bitstream.HEADER.unpack_from(good_bin)[1] == 2
     header, z_string, y_string = bitstream.parse(good_bin)
     assert (header.height, header.width, header.z_shape) == (40, 70, (1, 2))
+    assert 38 + len(z_string) + len(y_string) == len(good_bin)
     assert header.fingerprint == models.weights_fingerprint(default_model.net)
     assert bitstream.decode(default_model, good_bin).shape == (1, 3, 40, 70)
 
@@ -150,9 +151,11 @@ def _fuzz_cases(data: bytes, rng: random.Random) -> list[tuple[str, bytes]]:
     cases += [("multi flip", _flip(data, *rng.sample(range(bits), rng.randint(2, 16))))
               for _ in range(60)]
     cases += [("random", rng.randbytes(rng.randrange(200))) for _ in range(20)]
-    cases += [("random after magic", b"SGAF\x02" + rng.randbytes(rng.randrange(600)))
+    magic = bitstream.MAGIC + bytes([bitstream.VERSION])
+    cases += [("random after magic", magic + rng.randbytes(rng.randrange(600)))
               for _ in range(30)]
-    # payloads the CRC cannot tell from real ones: the decoder itself must survive them
+    # payloads the CRC cannot tell from real ones: the decoder itself must survive them (few:
+    # g_s takes ~0.3 s on the wild latents they decode to)
     cases += [("garbage payload",
                _with_header(valid_header + garbage, crc=_crc(valid_header + garbage)))
               for garbage in (rng.randbytes(len(data) - 38) for _ in range(12))]
@@ -186,4 +189,4 @@ def test_fuzzed_files_fail_cleanly_or_decode_the_announced_size(good_bin, defaul
         faulthandler.cancel_dump_traceback_later()
     # only the header's validated z shape is ever allocated, and garbage did reach the decoder
     assert set(shapes) == {(1, 2)}
-    assert set(decoded) == {"garbage payload"} and len(decoded) == 12
+    assert decoded.count("garbage payload") == 12
