@@ -26,6 +26,13 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     return read_image_with_notes(path)[0]
 
 
+def oriented_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) as displayed: EXIF orientations 5-8 turn the image a quarter."""
+    width, height = img.size
+    return (height, width) if img.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8) else (width,
+                                                                                      height)
+
+
 def read_image_with_notes(path: str | os.PathLike) -> tuple[torch.Tensor, dict]:
     """``read_image`` and what was done to the file's samples to get there.
 

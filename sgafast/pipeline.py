@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from . import bitstream, codec
 from .errors import SgafastError
-from .images import pad, read_image, unpad
+from .images import oriented_size, pad, read_image_with_notes, unpad
 from .io import atomic_write_bytes, atomic_write_json, read_json
 from .metrics import msssim, psnr
 from .models import BaseModel
@@ -90,16 +90,16 @@ def _probe(paths: list[Path]) -> tuple[dict, list[Failure]]:
         stems[path.stem] = path
         try:
             with Image.open(path) as img:
-                groups[img.size].append(path)
+                groups[oriented_size(img)].append(path)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             failures.append(Failure(str(path), f"cannot read the image ({exc})"))
     return groups, failures
 
 
-def _record(path: Path, model: BaseModel, cfg: RefineConfig, run_settings: dict,
+def _record(path: Path, notes: dict, model: BaseModel, cfg: RefineConfig, run_settings: dict,
             refined: Refined, base: dict, final: dict) -> dict:
     return {
-        "source": str(path), "model": model.name, "method": cfg.method,
+        "source": str(path), "conversion": notes, "model": model.name, "method": cfg.method,
         "classes": cfg.rounding.classes if cfg.rounding else None,
         "iterations": cfg.iters if cfg.refines else 0,
         "lmbda": run_settings["lmbda"],
@@ -109,7 +109,8 @@ def _record(path: Path, model: BaseModel, cfg: RefineConfig, run_settings: dict,
         "decode_seconds": final["decode_seconds"],
         "base": base,
         "history": {"relaxed_loss": refined.relaxed_loss, "true_loss": refined.true_loss,
-                    "tracking_seconds": refined.tracking_seconds},
+                    "tracking_seconds": refined.tracking_seconds,
+                    "warmup_seconds": refined.warmup_seconds},
         "settings": run_settings,
     }
 
@@ -123,12 +124,12 @@ def _finished(path: Path, outdir: Path, run_settings: dict) -> dict | None:
     return record
 
 
-def _load(paths: list[Path]) -> tuple[list[tuple[Path, torch.Tensor]], list[Failure]]:
-    """Read a batch's images; an unreadable one fails alone."""
+def _load(paths: list[Path]) -> tuple[list[tuple[Path, torch.Tensor, dict]], list[Failure]]:
+    """Read a batch's images (with notes on their conversion); an unreadable one fails alone."""
     loaded, failures = [], []
     for path in paths:
         try:
-            loaded.append((path, read_image(path)))
+            loaded.append((path, *read_image_with_notes(path)))
         except SgafastError as exc:
             failures.append(Failure(str(path), str(exc)))
     return loaded, failures
@@ -152,7 +153,7 @@ class _Finisher:
 
     def _finish(self, x, loaded, results) -> tuple[list[dict], list[Failure]]:
         records, failures, lmbda = [], [], self.settings["lmbda"]
-        for i, ((path, _), refined) in enumerate(zip(loaded, results)):
+        for i, ((path, _, notes), refined) in enumerate(zip(loaded, results)):
             if not refined.finite:  # the entropy coder never sees a non-finite latent
                 failures.append(Failure(str(path), refined.divergence_message()))
                 self.bar.update(1)
@@ -160,7 +161,8 @@ class _Finisher:
             xi = x[i:i + 1]
             base, _ = measure(self.model, xi, refined.y_base, refined.z_base, lmbda)
             final, data = measure(self.model, xi, refined.y, refined.z, lmbda)
-            record = _record(path, self.model, self.cfg, self.settings, refined, base, final)
+            record = _record(path, notes, self.model, self.cfg, self.settings, refined, base,
+                             final)
             atomic_write_bytes(self.outdir / f"{path.stem}.bin", data)
             atomic_write_json(self.outdir / f"{path.stem}.json", record)
             records.append(record)
@@ -220,8 +222,8 @@ def refine_files(paths: list[Path], outdir: Path, model: BaseModel, cfg: RefineC
                 if not loaded:
                     continue
                 tick = time.perf_counter()
-                x = torch.stack([img for _, img in loaded]).to(device)
-                results = refine_batch(model, x, [p.stem for p, _ in loaded], cfg, progress)
+                x = torch.stack([img for _, img, _ in loaded]).to(device)
+                results = refine_batch(model, x, [p.stem for p, _, _ in loaded], cfg, progress)
                 busy += time.perf_counter() - tick
                 finisher.submit(x, loaded, results)
         finally:

@@ -113,3 +113,20 @@ def test_decode_refuses_a_corrupt_file(tmp_path, capsys):
     assert main(["decode", str(tmp_path / "x.bin"), "-o", str(tmp_path / "x.png")]) == 2
     assert "x.bin" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_the_record_says_how_the_image_was_read(tmp_path):
+    """A 16-bit grayscale PNG with EXIF orientation 6: scaled, turned, and recorded."""
+    import numpy as np
+
+    values = (np.arange(40 * 70, dtype=np.uint16).reshape(40, 70) * 23).astype(np.uint16)
+    img = Image.fromarray(values)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "gray16.png", exif=exif)
+    assert main(["refine", str(tmp_path / "gray16.png"), "-o", str(tmp_path / "o"),
+                 "--method", "none", "--quiet"]) == 0
+    record = json.loads((tmp_path / "o" / "gray16.json").read_text())
+    assert record["conversion"]["exif_orientation"] == 6 and "scaled" in record["conversion"]
+    assert main(["decode", str(tmp_path / "o" / "gray16.bin"), "-o", str(tmp_path / "d.png")]) == 0
+    assert Image.open(tmp_path / "d.png").size == (40, 70)  # turned a quarter: portrait
