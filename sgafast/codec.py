@@ -57,6 +57,13 @@ def y_likelihood(net: torch.nn.Module, y: torch.Tensor, scales: torch.Tensor,
     return likelihood
 
 
+def gaussian_bounds(net: torch.nn.Module) -> tuple[float, float]:
+    """The Gaussian conditional's scale bound and likelihood bound (0: none), read once."""
+    gc = net.gaussian_conditional
+    likelihood = float(gc.likelihood_lower_bound.bound) if gc.use_likelihood_bound else 0.0
+    return float(gc.lower_bound_scale.bound), likelihood
+
+
 def bits_per_image(likelihood: torch.Tensor) -> torch.Tensor:
     """-sum log2 p over all but the batch dimension: (B,)."""
     return -torch.log(likelihood).flatten(1).sum(1) / LOG2

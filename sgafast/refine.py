@@ -183,7 +183,7 @@ class Refinement:
             seeds = torch.tensor([image_seed(cfg.seed, i) for i in identities], device=x.device)
             problem = step.StepProblem(self.net, x, self.unpadding, seeds, cfg.rounding,
                                        cfg.tau_max, cfg.tau_rate, self.lmbda, cfg.backend,
-                                       cfg.precision)
+                                       codec.gaussian_bounds(self.net), cfg.precision)
             self.relaxed_loss = step.compiled(problem) if cfg.compiles else problem.relaxed_loss
             self.graphed = cfg.compiles and x.is_cuda
             self.opt = _adam([self.y, self.z], cfg.lr, self.graphed)

@@ -16,6 +16,7 @@ import torch
 from torch.profiler import record_function
 
 from . import codec, precision
+from .fused_rate import gaussian_bits
 from .rounding import Rounding, sga_round
 from .schedule import temperature
 
@@ -35,6 +36,7 @@ class StepProblem:
     tau_rate: float
     lmbda: float
     backend: str
+    gaussian_bounds: tuple[float, float]  # codec.gaussian_bounds(net), read once
     precision: str = "fp32"  # of the transforms; the rounding and the rates are always fp32
 
     def relaxed_loss(self, y: torch.Tensor, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -57,9 +59,19 @@ class StepProblem:
         with record_function("synthesis"), self.transforms():
             x_hat = self.unpad(self.net.g_s(y_soft)).float()
         with record_function("rates"):
-            bits = codec.bits(self.net, y_soft, z_soft, scales, means)
+            if self.fused_rate:  # one kernel each way for y's Gaussian-conditional bits
+                bits = codec.bits_per_image(codec.z_likelihood(self.net, z_soft)) + \
+                    gaussian_bits(y_soft, scales, means, scale_bound=self.gaussian_bounds[0],
+                                  likelihood_bound=self.gaussian_bounds[1])
+            else:
+                bits = codec.bits(self.net, y_soft, z_soft, scales, means)
         return codec.rd_loss(codec.mse(x_hat, self.x), bits, self.lmbda,
                              self.x.shape[-2] * self.x.shape[-1])
+
+    @property
+    def fused_rate(self) -> bool:
+        """Whether y's rate is the fused kernel: where the rounding kernels run too."""
+        return self.backend == "triton" or (self.backend == "auto" and self.x.is_cuda)
 
     def transforms(self):
         return precision.transforms(self.precision, self.x.device)
