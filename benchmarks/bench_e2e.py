@@ -12,8 +12,9 @@ alike, and reports medians of seconds per image-iteration over the rounds:
   forward and two host reads per iteration); ``official-notrack``: the same without the
   per-iteration true-loss forward (pure compute);
 * ``sgafast-eager``: sgafast's step with ``compile=False``; ``sgafast``: its default for long
-  runs, the step compiled with ``torch.compile`` (a CUDA graph on CUDA). Both track the true loss
-  every 100 iterations: its measured cost, divided by 100, is added to their per-iteration time.
+  runs, the step compiled with ``torch.compile`` (a CUDA graph on CUDA); ``sgafast-bf16``: that
+  with ``precision="bf16"`` transforms. All track the true loss every 100 iterations: its
+  measured cost, divided by 100, is added to their per-iteration time.
 
 Then a ``torch.profiler`` breakdown of one eager sgafast step by component (the
 ``record_function`` labels of ``sgafast.step`` and ``sgafast.refine``). Images are Kodak-sized
@@ -52,6 +53,7 @@ ZOO_SIZES = {q: ((128, 192) if q <= 4 else (192, 320)) for q in range(1, 9)}
 COMPONENTS = ("rounding", "hyper-synthesis", "synthesis", "rates", "backward", "optimiser",
               "tracking")
 TRACK_EVERY = RefineConfig().track_every
+VARIANTS = ("official", "official-notrack", "sgafast-eager", "sgafast", "sgafast-bf16")
 
 
 def load_model(spec: str, device: torch.device) -> BaseModel:
@@ -94,7 +96,8 @@ class Variant:
             self.runs = [OfficialStyleRun(model, x[i:i + 1], lmbda=model.lmbda, track=track)
                          for i in range(self.batch)]
         else:
-            cfg = RefineConfig(iters=iters, compile=name == "sgafast")
+            cfg = RefineConfig(iters=iters, compile=name != "sgafast-eager",
+                               precision="bf16" if name.endswith("bf16") else "fp32")
             self.runs = [Refinement(model, x, [str(i) for i in range(self.batch)], cfg)]
 
     def advance(self, iters: int) -> None:
@@ -143,7 +146,7 @@ def breakdown(model: BaseModel, x: torch.Tensor, iters: int) -> dict:
 def bench(model_spec: str, batch: int, args, device, report: list) -> None:
     model = load_model(model_spec, device)
     x = images(args.images, batch, device)
-    names = ["official", "official-notrack", "sgafast-eager", "sgafast"]
+    names = args.variants.split(",")
     iters = args.warmup + args.rounds * args.iters
     variants, warmups = [], {}
     for name in names:
@@ -237,6 +240,8 @@ def main() -> None:
     parser.add_argument("--batches", default="1", help="comma list of batch sizes")
     parser.add_argument("--images", default=None, help="folder of images to crop (default: "
                         "seeded noise)")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma list, of: " + ", ".join(VARIANTS))
     parser.add_argument("--warmup", type=int, default=3, help="warm-up iterations per variant")
     parser.add_argument("--iters", type=int, default=4, help="iterations per timed round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
