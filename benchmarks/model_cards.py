@@ -53,8 +53,7 @@ def main(eval_dir: str) -> None:
     bundled = models.bundled_models()
     for name in models.ladder():
         run = Path(eval_dir) / "runs" / "none" / name
-        records = [json.loads(p.read_text()) for p in sorted(run.glob("*.json"))
-                   if p.name != "summary.json"]
+        records = [json.loads(p.read_text()) for p in sorted(run.glob("*.json"))]
         if not records:
             sys.exit(f"{run}: no records; run the eval command in this file's docstring first")
         target = bundled[name].with_suffix(".md")

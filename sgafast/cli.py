@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from . import shard as sharding
 from .errors import SgafastError
 from .io import output_folder
 from .precision import PRECISIONS
@@ -116,22 +117,42 @@ def report_failures(failures) -> int:
 
 def cmd_refine(args) -> int:
     from . import models, pipeline
-    from .io import atomic_write_json
+    from .inputs import collect
 
     cfg = refine_config(args, args.method)
     outdir = output_folder(args.output)
-    model = models.load(args.model, resolve_device(args.device))
-    report = pipeline.refine_files([Path(p) for p in args.inputs], outdir, model, cfg,
-                                   batch_size=args.batch_size, progress=not args.quiet)
-    if report.records:
-        atomic_write_json(outdir / "summary.json", pipeline.summary(
-            report.records, f"sgafast-{args.method}",
-            f"{model.name}, {args.method}, {cfg.iters if cfg.refines else 0} iterations"))
+    shard = sharding.from_environment()
+    items, refused = collect(args.inputs)
+    device = sharding.device_for(shard, resolve_device(args.device))
+    model = models.load(args.model, device)
+    report = pipeline.refine_items(shard.take(items), outdir, model, cfg,
+                                   batch_size=args.batch_size, progress=not args.quiet,
+                                   overwrite=args.overwrite, label=shard.label)
+    failures = [pipeline.Failure(source, reason) for source, reason in refused] + \
+        report.failures
+    sharding.barrier(shard)
+    if shard.rank == 0 and (report.records or shard.world > 1):
+        pipeline.merge(outdir, f"sgafast-{args.method}")
+    if len(report.records) <= 20 and not args.quiet:
         for r in report.records:
-            print(f"{Path(r['source']).name}: {r['bpp']:.4f} bpp {r['psnr']:.2f} dB "
+            print(f"{r['name']}: {r['bpp']:.4f} bpp {r['psnr']:.2f} dB "
                   f"(base {r['base']['bpp']:.4f} bpp {r['base']['psnr']:.2f} dB), "
                   f"R-D loss {r['rd_loss']:.4f} (base {r['base']['rd_loss']:.4f})")
-    return report_failures(report.failures)
+    code = report_failures(failures)
+    listed = f" (listed in {pipeline.run_folder(outdir) / 'failed'})" if report.failures else ""
+    print(f"sgafast: {shard.label}{len(report.records)} of {len(shard.take(items))} images "
+          f"done, {len(failures)} failed{listed}; summary in "
+          f"{pipeline.run_folder(outdir) / 'summary.json'}", file=sys.stderr)
+    return code
+
+
+def cmd_merge(args) -> int:
+    from . import pipeline
+
+    doc = pipeline.merge(Path(args.output))
+    print(f"{doc['images']} image records merged into "
+          f"{pipeline.run_folder(Path(args.output))}/summary.json and records.jsonl")
+    return 0
 
 
 def cmd_decode(args) -> int:
@@ -194,13 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("refine", help="refine images' latents and write bitstreams")
-    p.add_argument("inputs", nargs="+", help="image files")
+    p.add_argument("inputs", nargs="+",
+                   help="image files, folders (recursive) and @lists (a path per line)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--model", default="default",
                    help="bundled name, checkpoint path or ARCH:QUALITY (default: default)")
     p.add_argument("--method", default="ssl", choices=METHODS + ("none",))
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results in OUTDIR made with other settings (default: refuse)")
     add_refine_options(p)
     p.set_defaults(func=cmd_refine)
+
+    p = sub.add_parser("merge", help="merge the per-image records of a run (all ranks) into "
+                       "OUTDIR/_sgafast/summary.json and records.jsonl")
+    p.add_argument("output", help="the run's output folder")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("decode", help="decode a .bin with the unchanged CompressAI decoder")
     p.add_argument("input")

@@ -7,6 +7,9 @@ import os
 import tempfile
 from pathlib import Path
 
+UMASK = os.umask(0)  # read once, at import: os.umask can only be read by setting it
+os.umask(UMASK)
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder; the rename commits."""
@@ -14,6 +17,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; the user's umask decides
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

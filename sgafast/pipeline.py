@@ -1,12 +1,18 @@
-"""The refine job over many image files: batching, per-image records, bitstreams, resumption.
+"""The refine job over many images: batching, per-image records and bitstreams, crash-safe resume.
 
-Each image gets ``OUTDIR/<stem>.bin`` and ``OUTDIR/<stem>.json`` (the JSON, written last, is the
-commit); a rerun with the same settings skips finished images; an unreadable image fails alone.
+Each item ``a/0001.png`` (named by its path below the folder given, see ``sgafast.inputs``) gets
+``OUTDIR/a/0001.bin`` and then ``OUTDIR/a/0001.json``, each written atomically; the JSON is the
+commit. A rerun skips an item only when its record parses, was made with the run's settings
+and the input's current content, and its ``.bin`` has the recorded size and hash; results made
+with other settings are refused, never mixed. A failed item is recorded in
+``OUTDIR/_sgafast/failed/`` and retried by the next run; the rest of the run goes on.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -19,10 +25,13 @@ from tqdm import tqdm
 from . import bitstream, codec
 from .errors import SgafastError
 from .images import oriented_size, pad, read_image_with_notes, unpad
+from .inputs import RUN_FOLDER, Item
 from .io import atomic_write_bytes, atomic_write_json, read_json
 from .metrics import msssim, psnr
 from .models import BaseModel
 from .refine import RefineConfig, Refined, lmbda_of, refine_batch
+
+SPEED_OPTIONS = ("backend", "compile", "track_every")  # change the time, not the result
 
 
 @dataclasses.dataclass
@@ -45,9 +54,23 @@ class RunReport:
 
 
 def settings(model: BaseModel, cfg: RefineConfig) -> dict:
-    """What makes two runs of an image the same run (used to skip finished images)."""
-    return {"model": model.describe(), "fingerprint": f"{model.fingerprint:016x}",
-            **dataclasses.asdict(cfg), "lmbda": lmbda_of(model, cfg)}
+    """What makes two results of an image the same result: every resolved setting but speed."""
+    run = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SPEED_OPTIONS}
+    return {"model": model.describe(), "fingerprint": f"{model.fingerprint:016x}", **run,
+            "lmbda": lmbda_of(model, cfg)}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_folder(outdir: Path) -> Path:
+    """Where the run-level files live: no image output can be named like them."""
+    return outdir / RUN_FOLDER
 
 
 def measure(model: BaseModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
@@ -79,32 +102,29 @@ def measure(model: BaseModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
     }, data
 
 
-def _probe(paths: list[Path]) -> tuple[dict, list[Failure]]:
-    """Group readable images by size, without decoding them; record unreadable ones."""
-    groups, failures, stems = defaultdict(list), [], {}
-    for path in paths:
-        if path.stem in stems:
-            failures.append(Failure(str(path), f"its name collides with {stems[path.stem]} "
-                                               f"(outputs are named by stem); rename one"))
-            continue
-        stems[path.stem] = path
+def _probe(items: list[Item]) -> tuple[dict, list[tuple[Item, str]]]:
+    """Group readable images by displayed size, without decoding them; record unreadable ones."""
+    groups, failures = defaultdict(list), []
+    for item in items:
         try:
-            with Image.open(path) as img:
-                groups[oriented_size(img)].append(path)
+            with Image.open(item.path) as img:
+                groups[oriented_size(img)].append(item)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            failures.append(Failure(str(path), f"cannot read the image ({exc})"))
+            failures.append((item, f"cannot read the image ({exc})"))
     return groups, failures
 
 
-def _record(path: Path, notes: dict, model: BaseModel, cfg: RefineConfig, run_settings: dict,
-            refined: Refined, base: dict, final: dict) -> dict:
+def _record(item: Item, input_sha256: str, notes: dict, model: BaseModel, cfg: RefineConfig,
+            run_settings: dict, refined: Refined, base: dict, final: dict, data: bytes) -> dict:
     return {
-        "source": str(path), "conversion": notes, "model": model.name, "method": cfg.method,
+        "source": str(item.path), "name": item.name, "input_sha256": input_sha256,
+        "conversion": notes, "model": model.name, "method": cfg.method,
         "classes": cfg.rounding.classes if cfg.rounding else None,
         "iterations": cfg.iters if cfg.refines else 0,
         "lmbda": run_settings["lmbda"],
         **{k: final[k] for k in ("bpp", "bpp_likelihood", "psnr", "ms_ssim", "rd_loss",
                                  "bytes")},
+        "bin_sha256": hashlib.sha256(data).hexdigest(),
         "seconds": refined.seconds + final["encode_seconds"],
         "decode_seconds": final["decode_seconds"],
         "base": base,
@@ -112,59 +132,73 @@ def _record(path: Path, notes: dict, model: BaseModel, cfg: RefineConfig, run_se
                     "tracking_seconds": refined.tracking_seconds,
                     "warmup_seconds": refined.warmup_seconds},
         "settings": run_settings,
+        "speed_options": {k: getattr(cfg, k) for k in SPEED_OPTIONS},
     }
 
 
-def _finished(path: Path, outdir: Path, run_settings: dict) -> dict | None:
-    """The record of an image already refined with these settings, or None."""
-    record = read_json(outdir / f"{path.stem}.json")
-    if (record is None or record.get("settings") != run_settings
-            or record.get("source") != str(path) or not (outdir / f"{path.stem}.bin").is_file()):
-        return None
-    return record
+def _finished(item: Item, outdir: Path, run_settings: dict) -> tuple[dict | None, bool]:
+    """(the record of an item already done with these settings and this content, or None;
+    whether a record made with other settings is in the way)."""
+    record = read_json(item.output(outdir, ".json"))
+    if not isinstance(record, dict):
+        return None, False
+    if record.get("settings") != run_settings:
+        return None, True
+    data_path = item.output(outdir, ".bin")
+    if (record.get("input_sha256") != file_sha256(item.path) or not data_path.is_file()
+            or data_path.stat().st_size != record.get("bytes")
+            or file_sha256(data_path) != record.get("bin_sha256")):
+        return None, False
+    return record, False
 
 
-def _load(paths: list[Path]) -> tuple[list[tuple[Path, torch.Tensor, dict]], list[Failure]]:
-    """Read a batch's images (with notes on their conversion); an unreadable one fails alone."""
+def _load(items: list[Item]) -> tuple[list[tuple], list[tuple[Item, str]]]:
+    """Read a batch's images: (item, image, conversion notes, content hash) each; an unreadable
+    one fails alone."""
     loaded, failures = [], []
-    for path in paths:
+    for item in items:
         try:
-            loaded.append((path, *read_image_with_notes(path)))
-        except SgafastError as exc:
-            failures.append(Failure(str(path), str(exc)))
+            loaded.append((item, *read_image_with_notes(item.path), file_sha256(item.path)))
+        except (SgafastError, OSError) as exc:
+            failures.append((item, str(exc)))
     return loaded, failures
 
 
-class _Finisher:
-    """Entropy codes, measures and writes refined images on a worker thread, in order.
-
-    While it works on one batch the device refines the next; ``drain`` waits for all of it.
-    """
+class _Writer:
+    """Entropy codes, measures and writes refined images on a worker thread, in order, and
+    records failures. While it works on one batch the device refines the next."""
 
     def __init__(self, model: BaseModel, cfg: RefineConfig, run_settings: dict, outdir: Path,
                  bar):
         self.model, self.cfg, self.settings, self.outdir, self.bar = (
             model, cfg, run_settings, outdir, bar)
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgafast-finish")
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgafast-write")
         self.jobs = []
+
+    def fail(self, item: Item, reason: str) -> Failure:
+        """Record a failed item in OUTDIR/_sgafast/failed/ (the next run retries it)."""
+        atomic_write_json(run_folder(self.outdir) / "failed" / f"{item.stem}.json",
+                          {"source": str(item.path), "name": item.name, "reason": reason})
+        self.bar.update(1)
+        return Failure(str(item.path), reason)
 
     def submit(self, x: torch.Tensor, loaded: list, results: list[Refined]) -> None:
         self.jobs.append(self.pool.submit(self._finish, x, loaded, results))
 
     def _finish(self, x, loaded, results) -> tuple[list[dict], list[Failure]]:
         records, failures, lmbda = [], [], self.settings["lmbda"]
-        for i, ((path, _, notes), refined) in enumerate(zip(loaded, results)):
+        for i, ((item, _, notes, input_sha256), refined) in enumerate(zip(loaded, results)):
             if not refined.finite:  # the entropy coder never sees a non-finite latent
-                failures.append(Failure(str(path), refined.divergence_message()))
-                self.bar.update(1)
+                failures.append(self.fail(item, refined.divergence_message()))
                 continue
             xi = x[i:i + 1]
             base, _ = measure(self.model, xi, refined.y_base, refined.z_base, lmbda)
             final, data = measure(self.model, xi, refined.y, refined.z, lmbda)
-            record = _record(path, notes, self.model, self.cfg, self.settings, refined, base,
-                             final)
-            atomic_write_bytes(self.outdir / f"{path.stem}.bin", data)
-            atomic_write_json(self.outdir / f"{path.stem}.json", record)
+            record = _record(item, input_sha256, notes, self.model, self.cfg, self.settings,
+                             refined, base, final, data)
+            atomic_write_bytes(item.output(self.outdir, ".bin"), data)
+            atomic_write_json(item.output(self.outdir, ".json"), record)  # the commit
+            (run_folder(self.outdir) / "failed" / f"{item.stem}.json").unlink(missing_ok=True)
             records.append(record)
             self.bar.update(1)
             self.bar.set_postfix(bpp=f"{final['bpp']:.3f}", psnr=f"{final['psnr']:.2f}")
@@ -183,54 +217,119 @@ class _Finisher:
         return records, failures
 
 
-def refine_files(paths: list[Path], outdir: Path, model: BaseModel, cfg: RefineConfig,
-                 batch_size: int = 1, progress: bool = True) -> RunReport:
-    """Refine every image, writing its ``.bin`` and ``.json``; finished images are skipped.
+def _refine(model, loaded: list, cfg: RefineConfig, device, progress) -> list[tuple]:
+    """(loaded entries, their results) of a batch; out of memory, its images one by one."""
+    try:
+        x = torch.stack([img for _, img, _, _ in loaded]).to(device)
+        return [(loaded, x, refine_batch(model, x, [e[0].stem for e in loaded], cfg, progress))]
+    except torch.OutOfMemoryError:
+        if len(loaded) == 1:
+            raise
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return [part for entry in loaded for part in _refine(model, [entry], cfg, device,
+                                                             progress)]
+
+
+def pending(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineConfig,
+            overwrite: bool = False) -> tuple[list[dict], list[Item]]:
+    """(records of finished items, items to do). Refuses an OUTDIR that holds results made
+    with other settings, unless ``overwrite``: two settings are never mixed in one folder."""
+    run_settings = settings(model, cfg)
+    records, todo, other = [], [], []
+    for item in items:
+        record, conflict = _finished(item, outdir, run_settings)
+        if conflict:
+            other.append(item)
+        if record is not None:
+            records.append(record)
+        else:
+            todo.append(item)
+    if other and not overwrite:
+        raise SgafastError(f"{outdir} holds {len(other)} result(s) made with other settings "
+                           f"(first: {other[0].output(outdir, '.json')}); use another -o, or "
+                           "--overwrite to replace them")
+    return records, todo
+
+
+def refine_items(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineConfig,
+                 batch_size: int = 1, progress: bool = True, overwrite: bool = False,
+                 label: str = "") -> RunReport:
+    """Refine every item not yet finished, writing its ``.bin`` and ``.json``.
 
     Three stages overlap: a reader thread loads the next batch, the device refines the
-    current one, and a finisher thread codes, measures and writes the previous one.
+    current one, and a writer thread codes, measures and writes the previous one.
     """
     if batch_size < 1:
         raise SgafastError(f"batch size must be >= 1, got {batch_size}")
     start = time.perf_counter()
-    run_settings = settings(model, cfg)
+    records, todo = pending(items, outdir, model, cfg, overwrite)
     device = next(model.net.parameters()).device
-    records, todo = [], []
-    for path in map(Path, paths):
-        done = _finished(path, outdir, run_settings)
-        if done is not None:
-            records.append(done)
-        else:
-            todo.append(path)
-    groups, failures = _probe(todo)
+    groups, unreadable = _probe(todo)
     batches = [group[i:i + batch_size] for group in groups.values()
                for i in range(0, len(group), batch_size)]
-    bar = tqdm(total=len(todo), desc=f"refine [{cfg.method}]", disable=not progress,
+    bar = tqdm(total=len(todo), desc=f"{label}refine [{cfg.method}]", disable=not progress,
                dynamic_ncols=True)
-    bar.update(len(failures))
-    finisher = _Finisher(model, cfg, run_settings, outdir, bar)
+    writer = _Writer(model, cfg, settings(model, cfg), outdir, bar)
+    failures = [writer.fail(item, reason) for item, reason in unreadable]
     busy = 0.0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgafast-read") as reader:
         upcoming = [reader.submit(_load, batch) for batch in batches[:1]]
         try:
             for k in range(len(batches)):
-                loaded, unreadable = upcoming[k].result()
+                loaded, unread = upcoming[k].result()
                 if k + 1 < len(batches):
                     upcoming.append(reader.submit(_load, batches[k + 1]))
-                failures += unreadable
-                bar.update(len(unreadable))
+                failures += [writer.fail(item, reason) for item, reason in unread]
                 if not loaded:
                     continue
                 tick = time.perf_counter()
-                x = torch.stack([img for _, img, _ in loaded]).to(device)
-                results = refine_batch(model, x, [p.stem for p, _, _ in loaded], cfg, progress)
+                try:
+                    parts = _refine(model, loaded, cfg, device, progress)
+                except torch.OutOfMemoryError:
+                    failures.append(writer.fail(loaded[0][0], "out of memory even alone; "
+                                                "use a smaller image or a larger device"))
+                    continue
                 busy += time.perf_counter() - tick
-                finisher.submit(x, loaded, results)
+                for entries, x, results in parts:
+                    writer.submit(x, entries, results)
         finally:
-            done, failed = finisher.drain()  # what is complete is written, even on Ctrl-C
+            done, failed = writer.drain()  # what is complete is written, even on Ctrl-C
     bar.close()
     return RunReport(records + done, failures + failed, busy_seconds=busy,
                      wall_seconds=time.perf_counter() - start)
+
+
+def refine_files(paths: list[Path], outdir: Path, model: BaseModel, cfg: RefineConfig,
+                 **options) -> RunReport:
+    """``refine_items`` of files, folders and @lists given as paths (see ``sgafast.inputs``)."""
+    from .inputs import collect
+
+    items, refused = collect([str(p) for p in paths])
+    report = refine_items(items, outdir, model, cfg, **options)
+    report.failures[:0] = [Failure(source, reason) for source, reason in refused]
+    return report
+
+
+def merge(outdir: Path, name: str = "sgafast", description: str = "") -> dict:
+    """Collect every per-image record under OUTDIR (all ranks' work) into
+    ``_sgafast/records.jsonl`` and ``_sgafast/summary.json`` (eval_model schema)."""
+    records = []
+    for path in sorted(Path(outdir).rglob("*.json")):
+        if RUN_FOLDER in path.relative_to(outdir).parts[:1]:
+            continue
+        record = read_json(path)
+        if isinstance(record, dict) and "settings" in record and "bpp" in record:
+            records.append(record)
+    if not records:
+        raise SgafastError(f"{outdir}: no finished image records to merge")
+    description = description or (f"{records[0]['model']}, {records[0]['method']}, "
+                                  f"{records[0]['iterations']} iterations")
+    doc = summary(records, name, description)
+    atomic_write_bytes(run_folder(outdir) / "records.jsonl",
+                       "".join(json.dumps(r) + "\n" for r in records).encode())
+    atomic_write_json(run_folder(outdir) / "summary.json", doc)
+    return doc
 
 
 def summary(records: list[dict], name: str, description: str) -> dict:

@@ -54,7 +54,7 @@ def test_decode_reproduces_the_recorded_psnr(refined_dir, tmp_path):
 
 def test_summary_has_eval_model_schema(refined_dir):
     out, _ = refined_dir
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_sgafast" / "summary.json").read_text())
     assert {"name", "description", "results"} <= set(summary)
     for key in ("psnr-rgb", "ms-ssim-rgb", "bpp", "encoding_time", "decoding_time"):
         assert len(summary["results"][key]) == 1

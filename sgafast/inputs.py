@@ -1,0 +1,94 @@
+"""The items of a run: files, folders and @list files, sorted, de-duplicated and named by path."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from .errors import SgafastError
+from .images import IMAGE_SUFFIXES
+
+RUN_FOLDER = "_sgafast"  # run-level files (summary, merged records, failures); never an output
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Item:
+    """One input image: ``name`` is its path relative to the argument that named it (posix)."""
+
+    name: str
+    path: Path = dataclasses.field(compare=False)
+
+    @property
+    def stem(self) -> str:
+        """The name without its suffix: the outputs' base name and the noise stream's identity."""
+        return self.name.rsplit(".", 1)[0] if "." in Path(self.name).name else self.name
+
+    def output(self, outdir: Path, suffix: str) -> Path:
+        return outdir / f"{self.stem}{suffix}"
+
+
+def _walk(folder: Path):
+    """Image files below ``folder``; a symbolic link to a folder is followed once."""
+    seen = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back into the tree: do not descend twice
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        for name in sorted(files):
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                path = Path(root) / name
+                yield path.relative_to(folder).as_posix(), path
+
+
+def _list_file(spec: str) -> list[str]:
+    listing = Path(spec[1:])
+    try:
+        lines = listing.read_text().splitlines()
+    except OSError as exc:
+        raise SgafastError(f"{spec}: cannot read the list ({exc.strerror})") from exc
+    base = listing.parent
+    return [str(base / line.strip()) if not os.path.isabs(line.strip()) else line.strip()
+            for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def collect(specs: list[str]) -> tuple[list[Item], list[tuple[str, str]]]:
+    """The sorted, de-duplicated items of files, folders and ``@list`` files (one path a line,
+    relative to the list's folder), and the (input, reason) of each refused one.
+
+    A folder's images are named by their path below it (``a/0001.png``), a file by its name, so
+    two files with one name in different folders of one folder never collide; the same file
+    reached twice counts once. Nothing is opened but the folders: sizes are probed later.
+    """
+    found, refused = {}, []
+    for spec in specs:
+        paths = _list_file(spec) if spec.startswith("@") else [spec]
+        for given in paths:
+            path = Path(given)
+            if path.is_dir():
+                entries = list(_walk(path))
+                if not entries:
+                    refused.append((given, "no images in this folder"))
+            elif path.exists() or not spec.startswith("@"):
+                entries = [(path.name, path)]
+            else:
+                entries = []
+                refused.append((given, f"listed in {spec[1:]} but missing"))
+            for name, file in entries:
+                found.setdefault(os.path.realpath(file), Item(name, file))
+    items, names = [], {}
+    for item in sorted(found.values()):
+        if item.name.split("/")[0] == RUN_FOLDER:
+            refused.append((str(item.path), f"{RUN_FOLDER}/ is where sgafast keeps its run "
+                                             "files; rename the folder"))
+        elif item.stem in names:
+            refused.append((str(item.path), f"its output name {item.stem} collides with "
+                                            f"{names[item.stem]}; rename one, or pass their "
+                                            "common folder instead"))
+        else:
+            names[item.stem] = item.path
+            items.append(item)
+    return items, refused

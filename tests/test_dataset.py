@@ -1,0 +1,151 @@
+"""Runs at dataset scale: folders and lists, mirrored outputs, crash-safe resume, ranks."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from sgafast.cli import main
+from sgafast.inputs import collect
+
+BUNDLED = sorted((Path(__file__).resolve().parents[1] / "sgafast" / "data" / "images")
+                 .glob("*.png"))
+FAST = ["--iters", "3", "--track-every", "0", "--quiet", "--no-compile"]
+
+
+def crops(folder: Path, names: list[str], size=(96, 64)) -> list[Path]:
+    """Small distinct crops of the bundled images at ``folder/name``."""
+    paths = []
+    for i, name in enumerate(names):
+        img = Image.open(BUNDLED[i % len(BUNDLED)]).crop((8 * i, 8 * i, 8 * i + size[0],
+                                                          8 * i + size[1]))
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(path)
+        paths.append(path)
+    return paths
+
+
+def bins(outdir: Path) -> dict:
+    return {p.relative_to(outdir).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(outdir.rglob("*.bin"))}
+
+
+def test_folders_lists_and_files_are_one_sorted_list(tmp_path):
+    data = tmp_path / "data"
+    crops(data, ["a/0001.png", "b/0001.png", "c.png"])
+    (data / "notes.txt").write_text("not an image")
+    os.symlink(data, data / "a" / "loop")  # a link back up: followed once, never forever
+    listing = tmp_path / "list.txt"
+    listing.write_text("data/c.png\n# a comment\n\ndata/missing.png\n")
+    items, refused = collect([str(data), f"@{listing}", str(data / "a" / "0001.png")])
+    assert [i.name for i in items] == ["a/0001.png", "b/0001.png", "c.png"]
+    assert any("missing" in source for source, _ in refused)
+
+
+def test_outputs_mirror_the_input_tree_and_same_names_never_collide(tmp_path):
+    data = tmp_path / "data"
+    crops(data, ["a/0001.png", "b/0001.png"])
+    assert main(["refine", str(data), "-o", str(tmp_path / "o"), *FAST]) == 0
+    assert set(bins(tmp_path / "o")) == {"a/0001.bin", "b/0001.bin"}
+    summary = json.loads((tmp_path / "o" / "_sgafast" / "summary.json").read_text())
+    assert summary["images"] == 2
+    lines = (tmp_path / "o" / "_sgafast" / "records.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["name"] for line in lines) == ["a/0001.png", "b/0001.png"]
+    # the same two files named one by one do collide: the second fails, named
+    assert main(["refine", str(data / "a" / "0001.png"), str(data / "b" / "0001.png"),
+                 "-o", str(tmp_path / "flat"), *FAST]) == 1
+
+
+def test_resume_checks_content_settings_and_bitstream(tmp_path, capsys):
+    data = tmp_path / "data"
+    paths = crops(data, ["x.png", "y.png"])
+    out = tmp_path / "o"
+    assert main(["refine", str(data), "-o", str(out), *FAST]) == 0
+    first = bins(out)
+    stamp = {p: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    assert main(["refine", str(data), "-o", str(out), *FAST]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.json")} == stamp  # all skipped
+    crops(data, ["y.png"], size=(80, 64))  # y's content changes: redone, x kept
+    (out / "x.bin").write_bytes(b"damaged")  # a damaged bitstream: redone
+    assert main(["refine", str(data), "-o", str(out), *FAST]) == 0
+    assert bins(out)["x.bin"] == first["x.bin"] and bins(out)["y.bin"] != first["y.bin"]
+    capsys.readouterr()
+    other = ["--iters", "4", "--track-every", "0", "--quiet", "--no-compile"]
+    assert main(["refine", str(data), "-o", str(out), *other]) == 2  # refused, never mixed
+    assert "other settings" in capsys.readouterr().err
+    assert main(["refine", str(data), "-o", str(out), "--overwrite", *other]) == 0
+    assert all(json.loads(p.read_text())["iterations"] == 4 for p in out.glob("*.json"))
+    assert len(paths) == 2
+
+
+def test_failures_are_recorded_and_retried(tmp_path):
+    data = tmp_path / "data"
+    crops(data, ["good.png"])
+    (data / "bad.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "o"
+    assert main(["refine", str(data), "-o", str(out), *FAST]) == 1
+    failed = out / "_sgafast" / "failed" / "bad.json"
+    assert "cannot read" in json.loads(failed.read_text())["reason"]
+    crops(data, ["bad.png"])  # repaired: the rerun retries it and clears the record
+    assert main(["refine", str(data), "-o", str(out), *FAST]) == 0
+    assert (out / "bad.bin").is_file() and not failed.exists()
+
+
+def test_outputs_get_the_users_umask(tmp_path):
+    crops(tmp_path / "data", ["p.png"])
+    old = os.umask(0o022)
+    try:
+        assert main(["refine", str(tmp_path / "data"), "-o", str(tmp_path / "o"), *FAST]) == 0
+    finally:
+        os.umask(old)
+    assert (tmp_path / "o" / "p.bin").stat().st_mode & 0o777 == 0o644
+
+
+def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+@pytest.mark.slow
+def test_two_ranks_give_the_bitstreams_of_one(tmp_path):
+    data = tmp_path / "data"
+    crops(data, [f"{i}.png" for i in range(5)])
+    one = _run([sys.executable, "-m", "sgafast.cli", "refine", str(data), "-o",
+                str(tmp_path / "one"), *FAST])
+    assert one.returncode == 0, one.stderr
+    two = _run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                "--master-port", "29531", "-m", "sgafast.cli", "refine", str(data), "-o",
+                str(tmp_path / "two"), *FAST])
+    assert two.returncode == 0, two.stderr
+    assert bins(tmp_path / "one") == bins(tmp_path / "two") and len(bins(tmp_path / "one")) == 5
+    merged = json.loads((tmp_path / "two" / "_sgafast" / "summary.json").read_text())
+    assert merged["images"] == 5
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+    data = tmp_path / "data"
+    crops(data, [f"{i}.png" for i in range(6)])
+    args = [sys.executable, "-m", "sgafast.cli", "refine", str(data), "--iters", "40",
+            "--track-every", "0", "--no-compile", "--quiet"]
+    clean = _run(args + ["-o", str(tmp_path / "clean")])
+    assert clean.returncode == 0, clean.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args + ["-o", str(tmp_path / "killed")], env=env)
+    deadline = time.monotonic() + 300
+    while len(list((tmp_path / "killed").glob("*.json"))) < 2:  # some images finished
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _run(args + ["-o", str(tmp_path / "killed")]).returncode == 0
+    assert bins(tmp_path / "killed") == bins(tmp_path / "clean")
+    assert len(list((tmp_path / "killed").glob("*.json"))) == 6
