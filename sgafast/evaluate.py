@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from . import models, pipeline
 from .errors import SgafastError
-from .images import center_crop, list_images, read_image, write_png
+from .images import center_crop, read_image, write_png
+from .inputs import Item, collect
 from .io import atomic_write_bytes, atomic_write_json, output_folder
 from .refine import NO_REFINEMENT, RefineConfig
 from .rounding import METHODS, THREE_CLASS_METHODS, Rounding
@@ -91,29 +92,35 @@ def model_label(spec: str) -> str:
 
 
 def prepare_inputs(dataset: list[Path], outdir: Path, crop: int | None,
-                   limit: int | None) -> list[Path]:
-    """The dataset's images (first ``limit``), centre-cropped once into OUTDIR/inputs if asked."""
-    missing = [str(item) for item in dataset if not item.exists()]
+                   limit: int | None) -> list[Item]:
+    """The dataset's images (first ``limit``), centre-cropped once into OUTDIR/inputs if asked.
+
+    ``dataset``: files, folders and @lists, as ``sgafast refine`` takes them.
+    """
+    missing = [str(item) for item in dataset
+               if not str(item).startswith("@") and not item.exists()]
     if missing:
         raise SgafastError(f"{', '.join(missing)}: no such file or folder")
     if limit is not None and limit < 1:
         raise SgafastError(f"--limit must be >= 1, got {limit}")
-    paths = [p for item in dataset for p in (list_images(item) if item.is_dir() else [item])]
-    if not paths:
+    items, refused = collect([str(d) for d in dataset])
+    for source, reason in refused:
+        warnings.warn(f"{source}: {reason}")
+    if not items:
         raise SgafastError(f"{', '.join(map(str, dataset))}: no images found")
-    paths = paths[:limit] if limit else paths
+    items = items[:limit] if limit else items
     if not crop:
-        return paths
+        return items
     prepared = []
-    for path in paths:
-        target = outdir / "inputs" / f"{path.stem}.png"
+    for item in items:
+        target = item.output(outdir / "inputs", ".png")
         if not target.is_file():
             try:
-                write_png(target, center_crop(read_image(path), crop))
+                write_png(target, center_crop(read_image(item.path), crop))
             except SgafastError as exc:
                 warnings.warn(str(exc))
                 continue
-        prepared.append(target)
+        prepared.append(Item(f"{item.stem}.png", target))
     return prepared
 
 
@@ -254,7 +261,7 @@ def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_n
             cfg = base_cfg.with_options(method=spec.method, classes=spec.classes,
                                         lr=spec.lr or base_cfg.lr)
             jobs.set_postfix(model=label, method=spec.label)
-            report = pipeline.refine_files(inputs, outdir / "runs" / spec.label / label,
+            report = pipeline.refine_items(inputs, outdir / "runs" / spec.label / label,
                                            model, cfg, batch_size=batch_size, progress=False)
             records[spec.label][label] = report.records
             failures += report.failures
@@ -264,7 +271,7 @@ def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_n
     if jpeg_qualities:
         from .jpeg import jpeg_curve
 
-        curves[JPEG] = jpeg_curve(inputs, jpeg_qualities)
+        curves[JPEG] = jpeg_curve([item.path for item in inputs], jpeg_qualities)
     for label, doc in curves.items():
         atomic_write_json(outdir / f"{label}.json", doc)
     rows = bd_table({k: v for k, v in curves.items() if k != JPEG})
