@@ -1,14 +1,28 @@
 """The counter-based noise stream: a torch twin of Triton's Philox, bit for bit.
 
-Element ``i`` of an item with seed ``s`` gets one Philox-4x32-10 call with key (s_lo, s_hi) and
-counter (i_lo, i_hi, k2, k3), exactly what ``tl.philox(s, i_lo, i_hi, k2, k3)`` computes; its
-four words become four uniforms through ``uint_to_uniform_float`` and word ``k`` feeds class
-``k``. The two upper counter words (k2, k3) are the caller's ``counter``, (0, 0) by default (then
-the stream is ``tl.randint4x(s, i)``): the refinement driver puts (iteration, latent) there, so
-one image seed gives every step its own stream with no per-step seed derivation on the host.
+A Philox-4x32-10 call with key (s_lo, s_hi) (the item's seed ``s``) and counter
+(c_lo, c_hi, k2, k3) is exactly what ``tl.philox(s, c_lo, c_hi, k2, k3)`` computes; its four
+32-bit words become uniforms u in [0, 1 - 2^-24] through Triton's ``uint_to_uniform_float``. The
+two upper counter words (k2, k3) are the caller's ``counter``, (0, 0) by default: the refinement
+driver puts (iteration, latent) there, so one image seed gives every step its own stream with no
+per-step seed derivation on the host. Element ``i`` is its index within its item (int64):
+
+* two classes (:func:`logistic_noise`, and ``gumbel_noise(classes=2)``): element ``i`` takes
+  word ``i % 4`` of the call with counter c = ``i // 4``, so one call serves four consecutive
+  elements, and turns its uniform u into the standard logistic variate
+  L = log(u / (1 - u)), u clamped below at 1e-10 (so L is in [-23.03, 16.64]). A softmax over
+  two candidates only sees g_up - g_down, which for two independent Gumbels is standard
+  logistic: L replaces that difference exactly in distribution, and the noise is given as
+  (g_down, g_up) = (0, L).
+* any other class count (:func:`uniform_stream`: three-class Gumbels, the uniforms of the
+  ``noise`` baseline): element ``i`` takes the call with counter c = ``i`` (then the stream is
+  ``tl.randint4x(s, i)``) and word ``k`` feeds class ``k``; ``gumbel_noise`` makes each uniform
+  a Gumbel sample -log(-log(u)).
+
 The stream depends only on (seed, counter, element index, class): never on block size, batch
 position or device, so the fused kernels regenerate it in backward and every backend computes
-the same function of the same noise.
+the same function of the same noise (the kernels' own fp32 logs and quotients may differ from
+torch's in the last bit).
 """
 
 from __future__ import annotations
@@ -67,6 +81,21 @@ def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:
     return -torch.log(-torch.log(u.clamp_min(UNIFORM_MIN)))
 
 
+def logistic_from_uniform(u: torch.Tensor) -> torch.Tensor:
+    """Standard logistic samples log(u / (1 - u)), u clamped below at 1e-10 (u <= 1 - 2^-24
+    already, so 1 - u is exact and positive): in fp32, as the kernels compute it."""
+    u = u.clamp_min(UNIFORM_MIN)
+    return torch.log(u / (1 - u))
+
+
+def packed_words(index: torch.Tensor, seeds: torch.Tensor, upper=(0, 0)) -> torch.Tensor:
+    """The Philox word of two-class element ``index`` (int64): word ``index % 4`` of the call
+    with counter ``index // 4``. ``seeds`` broadcasts against ``index``. (This computes one call
+    per element; :func:`logistic_noise` computes one per four.)"""
+    words = torch.stack(philox4x32(index >> 2, seeds, upper), dim=-1)
+    return words.gather(-1, (index & 3).unsqueeze(-1)).squeeze(-1)
+
+
 def check_seeds(seed, items: int, device) -> torch.Tensor:
     """Seeds as an int64 tensor with one entry per item (an int means one item or all items).
 
@@ -98,8 +127,19 @@ def check_counter(counter, device) -> torch.Tensor:
     return counter.to(device)
 
 
+def _items(shape, seed, device):
+    """(shape, seeds, items, elements per item) of a stream: per-item seeds split dim 0."""
+    shape = tuple(shape)
+    seeds = check_seeds(seed, shape[0] if shape else 1, device)
+    per_item = 1
+    for s in shape[1:] if seeds.numel() > 1 else shape:
+        per_item *= s
+    return shape, seeds, seeds.numel(), per_item
+
+
 def uniform_stream(shape, *, seed, classes: int, counter=None, device=None) -> torch.Tensor:
-    """Uniforms of shape ``shape + (classes,)``, keyed by (seed, counter, index in item, class).
+    """Uniforms of shape ``shape + (classes,)``, keyed by (seed, counter, index in item, class):
+    one Philox call per element, word k for class k.
 
     ``seed`` is an int, or a tensor of one seed per entry of dim 0 (an item, e.g. an image of a
     batch): element indices then restart at 0 in every item. ``counter``: the two upper counter
@@ -107,25 +147,40 @@ def uniform_stream(shape, *, seed, classes: int, counter=None, device=None) -> t
     """
     if not 1 <= classes <= 4:
         raise SgafastError(f"classes must be 1..4 for the Philox stream, got {classes}")
-    shape = tuple(shape)
-    items = shape[0] if shape else 1
-    seeds = check_seeds(seed, items, device)
-    per_item = 1
-    for s in shape[1:] if seeds.numel() > 1 else shape:
-        per_item *= s
-    total = 1
-    for s in shape:
-        total *= s
-    index = torch.arange(total, dtype=torch.int64, device=device)
-    item = index // per_item
+    shape, seeds, items, per_item = _items(shape, seed, device)
+    index = torch.arange(per_item, dtype=torch.int64, device=device)
     upper = check_counter(counter, device)
-    words = philox4x32(index - item * per_item, seeds[item] if seeds.numel() > 1 else seeds,
-                       (upper[0], upper[1]))
+    words = philox4x32(index, seeds[:, None], (upper[0], upper[1]))  # (items, per_item) each
     return torch.stack([uint_to_uniform(w) for w in words[:classes]], dim=-1).reshape(
         *shape, classes)
 
 
+def logistic_noise(shape, *, seed, counter=None, device=None) -> torch.Tensor:
+    """The two-class stream: one standard logistic variate per element, of shape ``shape``.
+
+    Element i of an item: word i % 4 of the Philox call with counter i // 4, through
+    :func:`logistic_from_uniform`. ``seed`` and ``counter`` as for :func:`uniform_stream`.
+    """
+    shape, seeds, items, per_item = _items(shape, seed, device)
+    calls = torch.arange((per_item + 3) // 4, dtype=torch.int64, device=device)
+    upper = check_counter(counter, device)
+    words = philox4x32(calls, seeds[:, None], (upper[0], upper[1]))  # (items, calls) each
+    # word k of call c is element 4 c + k
+    words = torch.stack(words, dim=-1).reshape(items, 4 * calls.numel())[:, :per_item]
+    return logistic_from_uniform(uint_to_uniform(words)).reshape(shape)
+
+
 def gumbel_noise(shape, *, seed, classes: int = 2, counter=None, device=None) -> torch.Tensor:
-    """Gumbel(0, 1) noise of shape ``shape + (classes,)``: the stream the kernels draw in-kernel."""
+    """The noise the kernels draw in-kernel, of shape ``shape + (classes,)``, as the reference's
+    Gumbel noise g (the softmax of (f / tau + g) / tau).
+
+    Two classes: ``[..., 0] = 0`` and ``[..., 1]`` = :func:`logistic_noise`, a standard
+    logistic variate that stands for g_up - g_down (what a two-candidate softmax sees): exact in
+    distribution for S, not two Gumbel samples. Other counts: independent Gumbel(0, 1) samples,
+    one per class, from :func:`uniform_stream`.
+    """
+    if classes == 2:
+        up = logistic_noise(shape, seed=seed, counter=counter, device=device)
+        return torch.stack([torch.zeros_like(up), up], dim=-1)
     return gumbel_from_uniform(uniform_stream(shape, seed=seed, classes=classes, counter=counter,
                                               device=device))

@@ -13,6 +13,7 @@ from closed_forms import binomial_bound, p_up_closed_form
 from sgafast import sga_round
 from sgafast.errors import SgafastError
 from sgafast.kernels import sga_round as kernels
+from sgafast.noise import logistic_noise
 from sgafast.refine import RefineConfig, refine_batch
 from sgafast.rounding import DEFAULT_A, THREE_CLASS_METHODS, TWO_CLASS_METHODS
 
@@ -199,6 +200,24 @@ def test_results_do_not_depend_on_block_size(method, classes):
         for run in runs[1:]:
             for got, want in zip(run, runs[0]):
                 assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("method", TWO_CLASS_METHODS)
+def test_in_kernel_two_class_noise_is_the_stream(method):
+    """At a half-integer both candidates are at distance 1/2 (f(d_up) = f(d_down)), so at
+    tau = 1 S - floor(v) = sigmoid(L) for the element's logistic variate L: the kernel's L,
+    element by element, against sgafast.noise (per-item seeds, a counter, items of 37
+    elements, several blocks per item: the four-per-call layout across block edges; a BLOCK
+    below 4 is raised to 4)."""
+    v = (torch.arange(3 * 37, dtype=torch.float32).reshape(3, 37) % 9 - 4 + 0.5).to(DEVICE)
+    seeds = torch.tensor([11, 2**40 + 7, 2**63 - 1], device=DEVICE)
+    params = dict(method=method, classes=2, a=DEFAULT_A[2], r=0.98, n=1.5, seeds=seeds,
+                  counter=torch.tensor([5, 2**33 + 2], device=DEVICE), num_warps=4)
+    want = torch.sigmoid(logistic_noise((3, 37), seed=seeds.cpu(), counter=(5, 2**33 + 2)))
+    tau = torch.tensor([1.0], device=DEVICE)
+    for block in (2, 16, 64):
+        got = kernels.sga_round_forward(v, tau, block=block, **params) - v.floor()
+        torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-6)
 
 
 def test_different_seeds_give_different_noise():
