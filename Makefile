@@ -32,7 +32,7 @@ bench: venv
 # end-to-end throughput against the official-style loop (CPU; the README's table)
 bench-e2e: venv
 	$(BIN)/python benchmarks/bench_e2e.py --device cpu --models default,mbt2018-mean:3 \
-		--batches 1 --out benchmarks/results/e2e
+		--batches 1 --pipeline-images 48 --pipeline-iters 10 --out benchmarks/results/e2e
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import re
 import shutil
@@ -54,6 +55,17 @@ COMPONENTS = ("rounding", "hyper-synthesis", "synthesis", "rates", "backward", "
               "tracking")
 TRACK_EVERY = RefineConfig().track_every
 VARIANTS = ("official", "official-notrack", "sgafast-eager", "sgafast", "sgafast-bf16")
+
+
+def cpu_name() -> str:
+    """The processor's model name and core count, from /proc/cpuinfo where there is one."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith(
+            "model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} cores"
 
 
 def load_model(spec: str, device: torch.device) -> BaseModel:
@@ -257,8 +269,7 @@ def main() -> None:
     import compressai
     import triton
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() \
-        or platform.machine()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     meta = {"device_name": name, "date": datetime.datetime.now(datetime.timezone.utc)
             .isoformat(timespec="seconds"), "torch": torch.__version__,
             "triton": triton.__version__, "compressai": compressai.__version__,

@@ -33,7 +33,7 @@ import triton.testing
 
 from sgafast import reference, sga_round
 from sgafast.kernels import sga_round as kernels
-from sgafast.noise import gumbel_from_uniform, philox4x32, uint_to_uniform
+from sgafast.noise import logistic_from_uniform, packed_words, uint_to_uniform
 from sgafast.rounding import DEFAULT_A, THREE_CLASS_METHODS, TWO_CLASS_METHODS
 
 GUMBEL = [(m, 2) for m in TWO_CLASS_METHODS] + [(m, 3) for m in THREE_CLASS_METHODS]
@@ -137,8 +137,8 @@ def check_against_reference(report: Report):
 
 
 def check_large_offsets(report: Report, shift: int = 2**32, k: int = 2**20):
-    """Element shift + i gets its own noise, equal to the torch stream's: with shift = 2^32, the
-    high word of the index is the second Philox counter word (2 x 17 GB of fp32)."""
+    """Element shift + i gets its own noise, equal to the torch stream's beyond 2^32 elements
+    (int64 offsets; 2 x 17 GB of fp32)."""
     try:
         v = torch.full((shift + k,), 0.3, device=DEVICE)
         out = sga_round(v, 1.0, method="linear", seed=12345, backend="triton")
@@ -147,8 +147,9 @@ def check_large_offsets(report: Report, shift: int = 2**32, k: int = 2**20):
         log("large offsets: skipped, out of memory")
         return True
     index = torch.arange(shift, shift + k, device=DEVICE)
-    words = philox4x32(index, torch.tensor(12345, device=DEVICE))
-    noise = torch.stack([gumbel_from_uniform(uint_to_uniform(w)) for w in words[:2]], dim=-1)
+    gap = logistic_from_uniform(uint_to_uniform(packed_words(index, torch.tensor(
+        12345, device=DEVICE))))
+    noise = torch.stack([torch.zeros_like(gap), gap], dim=-1)  # the two-class stream: (0, L)
     tail = reference.soft_round(v[shift:].double(), 1.0, noise.double(), method="linear",
                                 classes=2, a=1.0, r=1.0, n=1.0)
     tail_error = (out[shift:].double() - tail).abs().max().item()

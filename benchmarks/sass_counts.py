@@ -101,8 +101,7 @@ def markdown(rows: list[dict], header: dict) -> str:
              "8 warps (4 elements per thread)",
              "- SASS main: the main path without out-of-line subroutines and padding; "
              "instr/element = SASS main / 4",
-             "- Cosine: its counts and stack include sin/cos's large-argument reduction, "
-             "compiled in but branched around for the kernels' arguments", "",
+             "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
         cells = (r["method"], r["classes"], r["direction"], r["sass_total"], r["sass_main"],

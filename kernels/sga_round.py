@@ -567,11 +567,11 @@ def _check(v, tau, seeds, counter, noise, classes, block, **like_v):
         raise SgafastError("counter: expected an int64 tensor of shape (2,) on v's device")
     if v.dtype not in KERNEL_DTYPES:
         raise SgafastError(f"the fused kernels take float32, float16 or bfloat16, not {v.dtype}; "
-                           f"use backend='torch'")
+                           f"use --backend torch (backend='torch' in Python)")
     if v.device.type == "cpu" and not interpreted():
         raise SgafastError("the fused kernels ran on a CPU tensor without the Triton "
-                           "interpreter: set TRITON_INTERPRET=1 before importing triton, "
-                           "or use backend='torch'")
+                           "interpreter: use --backend torch (backend='torch' in Python), or "
+                           "set TRITON_INTERPRET=1 before importing triton")
     if not v.is_contiguous():
         raise SgafastError("v must be contiguous (fused_sga_round makes it so)")
     if block < 1 or block & (block - 1):

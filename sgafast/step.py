@@ -10,6 +10,7 @@ one to the device, and a compiled step never recompiles as tau anneals. Compiled
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import torch
@@ -17,6 +18,7 @@ from torch.profiler import record_function
 
 from . import codec, precision
 from .fused_rate import gaussian_bits
+from .images import unpad
 from .rounding import Rounding, sga_round
 from .schedule import temperature
 
@@ -44,21 +46,21 @@ class StepProblem:
 
         The ``record_function`` labels name the components in a profile (benchmarks/).
         """
-        with record_function("rounding"):
+        with _label("rounding"):
             tau = temperature(t, method=self.rounding.method, tau_max=self.tau_max,
                               rate=self.tau_rate)
             z_soft = sga_round(z, tau, self.rounding, center=codec.medians(self.net),
                                seed=self.seeds, counter=_counter(t, Z_STREAM),
                                backend=self.backend)
-        with record_function("hyper-synthesis"), self.transforms():
+        with _label("hyper-synthesis"), self.transforms():
             scales, means = codec.hyper_params(self.net, z_soft)
         scales, means = scales.float(), None if means is None else means.float()
-        with record_function("rounding"):
+        with _label("rounding"):
             y_soft = sga_round(y, tau, self.rounding, center=means, seed=self.seeds,
                                counter=_counter(t, Y_STREAM), backend=self.backend)
-        with record_function("synthesis"), self.transforms():
-            x_hat = self.unpad(self.net.g_s(y_soft)).float()
-        with record_function("rates"):
+        with _label("synthesis"), self.transforms():
+            x_hat = unpad(self.net.g_s(y_soft), self.unpadding).float()
+        with _label("rates"):
             if self.fused_rate:  # one kernel each way for y's Gaussian-conditional bits
                 bits = codec.bits_per_image(codec.z_likelihood(self.net, z_soft)) + \
                     gaussian_bits(y_soft, scales, means, scale_bound=self.gaussian_bounds[0],
@@ -71,13 +73,16 @@ class StepProblem:
     @property
     def fused_rate(self) -> bool:
         """Whether y's rate is the fused kernel: where the rounding kernels run too."""
-        return self.backend == "triton" or (self.backend == "auto" and self.x.is_cuda)
+        auto = self.x.is_cuda and self.x.dtype in (torch.float32, torch.float16, torch.bfloat16)
+        return self.backend == "triton" or (self.backend == "auto" and auto)
 
     def transforms(self):
         return precision.transforms(self.precision, self.x.device)
 
-    def unpad(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.pad(x, self.unpadding)
+
+def _label(name: str):
+    """A profiler label in eager mode (dynamo would only warn that it ignores one)."""
+    return contextlib.nullcontext() if torch.compiler.is_compiling() else record_function(name)
 
 
 def _counter(t: torch.Tensor, stream: int) -> torch.Tensor:

@@ -354,4 +354,4 @@ def test_cpu_without_the_interpreter_says_what_to_do():
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                             text=True, timeout=300)
     assert "set TRITON_INTERPRET=1 before importing triton" in result.stdout, result.stderr
-    assert "backend='torch'" in result.stdout
+    assert "--backend torch" in result.stdout
