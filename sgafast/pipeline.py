@@ -173,12 +173,14 @@ class _Writer:
         self.model, self.cfg, self.settings, self.outdir, self.bar = (
             model, cfg, run_settings, outdir, bar)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgafast-write")
-        self.jobs = []
+        self.jobs, self.failed = [], 0
 
     def fail(self, item: Item, reason: str) -> Failure:
         """Record a failed item in OUTDIR/_sgafast/failed/ (the next run retries it)."""
         atomic_write_json(run_folder(self.outdir) / "failed" / f"{item.stem}.json",
                           {"source": str(item.path), "name": item.name, "reason": reason})
+        self.failed += 1
+        self.bar.set_postfix(failed=self.failed)
         self.bar.update(1)
         return Failure(str(item.path), reason)
 
@@ -201,7 +203,8 @@ class _Writer:
             (run_folder(self.outdir) / "failed" / f"{item.stem}.json").unlink(missing_ok=True)
             records.append(record)
             self.bar.update(1)
-            self.bar.set_postfix(bpp=f"{final['bpp']:.3f}", psnr=f"{final['psnr']:.2f}")
+            self.bar.set_postfix(bpp=f"{final['bpp']:.3f}", psnr=f"{final['psnr']:.2f}",
+                                 failed=self.failed)
         return records, failures
 
     def drain(self) -> tuple[list[dict], list[Failure]]:
@@ -268,8 +271,8 @@ def refine_items(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineC
     groups, unreadable = _probe(todo)
     batches = [group[i:i + batch_size] for group in groups.values()
                for i in range(0, len(group), batch_size)]
-    bar = tqdm(total=len(todo), desc=f"{label}refine [{cfg.method}]", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=len(todo), desc=f"{label}refine [{cfg.method}]", unit="img",
+               disable=not progress, dynamic_ncols=True)
     writer = _Writer(model, cfg, settings(model, cfg), outdir, bar)
     failures = [writer.fail(item, reason) for item, reason in unreadable]
     busy = 0.0
