@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from sgafast.cli import main
@@ -149,3 +150,22 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert _run(args + ["-o", str(tmp_path / "killed")]).returncode == 0
     assert bins(tmp_path / "killed") == bins(tmp_path / "clean")
     assert len(list((tmp_path / "killed").glob("*.json"))) == 6
+
+
+def test_an_out_of_memory_batch_is_retried_image_by_image(tmp_path, monkeypatch):
+    from sgafast import pipeline
+
+    real = pipeline.refine_batch
+    sizes = []
+
+    def small_device(model, x, identities, cfg, progress=False):
+        sizes.append(x.shape[0])
+        if x.shape[0] > 1:
+            raise torch.OutOfMemoryError("pretend the batch does not fit")
+        return real(model, x, identities, cfg, progress)
+
+    monkeypatch.setattr(pipeline, "refine_batch", small_device)
+    crops(tmp_path / "data", ["p.png", "q.png", "r.png"])
+    assert main(["refine", str(tmp_path / "data"), "-o", str(tmp_path / "o"), "--batch-size",
+                 "3", *FAST]) == 0
+    assert sizes == [3, 1, 1, 1] and len(bins(tmp_path / "o")) == 3
