@@ -269,8 +269,10 @@ def _interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
-        # SIGTERM takes Ctrl-C's path: finished images are written, temporary files removed
-        signal.signal(signal.SIGTERM, _interrupt)
+        # SIGTERM takes Ctrl-C's path (finished images are written, temporary files removed),
+        # and so does SIGINT even where the shell started us ignoring it (a background job)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _interrupt)
     try:
         return args.func(args)
     except SgafastError as exc:

@@ -18,6 +18,7 @@ from torch.profiler import record_function
 
 from . import codec, precision
 from .fused_rate import gaussian_bits
+from .fused_round_rate import sga_round_bits
 from .images import unpad
 from .rounding import Rounding, sga_round
 from .schedule import temperature
@@ -56,17 +57,27 @@ class StepProblem:
             scales, means = codec.hyper_params(self.net, z_soft)
         scales, means = scales.float(), None if means is None else means.float()
         with _label("rounding"):
-            y_soft = sga_round(y, tau, self.rounding, center=means, seed=self.seeds,
-                               counter=_counter(t, Y_STREAM), backend=self.backend)
+            if self.fused_rate and self.rounding.is_gumbel:
+                # one kernel each way reads y, mu, sigma once: y's rounding and its bits
+                y_soft, y_bits = sga_round_bits(
+                    y, tau, self.rounding, means=means, scales=scales, seed=self.seeds,
+                    counter=_counter(t, Y_STREAM), scale_bound=self.gaussian_bounds[0],
+                    likelihood_bound=self.gaussian_bounds[1])
+            else:
+                y_soft = sga_round(y, tau, self.rounding, center=means, seed=self.seeds,
+                                   counter=_counter(t, Y_STREAM), backend=self.backend)
+                y_bits = None
         with _label("synthesis"), self.transforms():
             x_hat = unpad(self.net.g_s(y_soft), self.unpadding).float()
         with _label("rates"):
-            if self.fused_rate:  # one kernel each way for y's Gaussian-conditional bits
-                bits = codec.bits_per_image(codec.z_likelihood(self.net, z_soft)) + \
-                    gaussian_bits(y_soft, scales, means, scale_bound=self.gaussian_bounds[0],
-                                  likelihood_bound=self.gaussian_bounds[1])
-            else:
+            if y_bits is None and self.fused_rate:  # one kernel each way for y's bits
+                y_bits = gaussian_bits(y_soft, scales, means,
+                                       scale_bound=self.gaussian_bounds[0],
+                                       likelihood_bound=self.gaussian_bounds[1])
+            if y_bits is None:
                 bits = codec.bits(self.net, y_soft, z_soft, scales, means)
+            else:
+                bits = codec.bits_per_image(codec.z_likelihood(self.net, z_soft)) + y_bits
         return codec.rd_loss(codec.mse(x_hat, self.x), bits, self.lmbda,
                              self.x.shape[-2] * self.x.shape[-1])
 
