@@ -28,7 +28,7 @@ from triton.backends.compiler import GPUTarget
 # The signature rule, by argument name: `*_ptr` arguments are pointers, to the variant's data
 # dtype unless listed here; scalars are fp32 unless listed as integers.
 POINTER_TYPES = {"seeds_ptr": "*i64", "counter_ptr": "*i64", "tau_ptr": "*fp32",
-                 "noise_ptr": "*fp32"}
+                 "noise_ptr": "*fp32", "partial_ptr": "*fp32", "grad_bits_ptr": "*fp32"}
 INTEGER_ARGS = {"per_item", "blocks_per_item"}
 TORCH_TO_TRITON = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 DEFAULT_ARCHS = (90, 80)
@@ -94,9 +94,56 @@ def sga_round_variants(archs) -> list[Variant]:
     return variants
 
 
-# A new kernel module (e.g. kernels/gaussian_rate.py): write its variants function like the one
-# above, add it here, and extend POINTER_TYPES / INTEGER_ARGS if its arguments need other types.
-FAMILIES = {"sga_round": sga_round_variants}
+def gaussian_rate_variants(archs) -> list[Variant]:
+    """kernels/gaussian_rate.py: with and without means (and their gradient), every dtype."""
+    import torch
+
+    from sgafast.kernels import gaussian_rate, sga_round
+
+    block, num_warps = sga_round.launch_config(1 << 20, torch.device("cuda"))
+    dtypes = [TORCH_TO_TRITON[str(d).removeprefix("torch.")] for d in sga_round.KERNEL_DTYPES]
+    variants = []
+    for arch, dtype, has_means in itertools.product(archs, dtypes, (0, 1)):
+        common = {"HAS_MEANS": has_means, "BLOCK": block}
+        tags = {"method": "rate"}
+        variants.append(Variant(gaussian_rate.__name__, "_gaussian_bits_fwd_kernel", arch,
+                                dtype, num_warps, common, {**tags, "direction": "forward"}))
+        for means_grad in (0, 1) if has_means else (0,):
+            variants.append(Variant(gaussian_rate.__name__, "_gaussian_bits_bwd_kernel", arch,
+                                    dtype, num_warps, {**common, "MEANS_GRAD": means_grad},
+                                    {**tags, "direction": "backward"}))
+    return variants
+
+
+def round_rate_variants(archs) -> list[Variant]:
+    """kernels/round_rate.py: every Gumbel rounding, with means and their gradient (the loop's
+    use), every dtype."""
+    import torch
+
+    from sgafast import rounding
+    from sgafast.kernels import round_rate, sga_round
+
+    block, num_warps = sga_round.launch_config(1 << 20, torch.device("cuda"))
+    pairs = ([(m, 2) for m in rounding.TWO_CLASS_METHODS]
+             + [(m, 3) for m in rounding.THREE_CLASS_METHODS])
+    dtypes = [TORCH_TO_TRITON[str(d).removeprefix("torch.")] for d in sga_round.KERNEL_DTYPES]
+    variants = []
+    for arch, dtype, (method, classes) in itertools.product(archs, dtypes, pairs):
+        common = {"METHOD": sga_round.METHOD_IDS[method], "CLASSES": classes, "HAS_MEANS": 1,
+                  "BLOCK": block}
+        tags = {"method": method}
+        variants.append(Variant(round_rate.__name__, "_round_bits_fwd_kernel", arch, dtype,
+                                num_warps, common, {**tags, "direction": "forward"}))
+        variants.append(Variant(round_rate.__name__, "_round_bits_bwd_kernel", arch, dtype,
+                                num_warps, {**common, "MEANS_GRAD": 1},
+                                {**tags, "direction": "backward"}))
+    return variants
+
+
+# A new kernel module: write its variants function like the ones above, add it here, and
+# extend POINTER_TYPES / INTEGER_ARGS if its arguments need other types.
+FAMILIES = {"sga_round": sga_round_variants, "gaussian_rate": gaussian_rate_variants,
+            "round_rate": round_rate_variants}
 
 
 def enumerate_variants(archs=DEFAULT_ARCHS) -> list[Variant]:

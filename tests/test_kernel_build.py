@@ -76,7 +76,8 @@ def test_every_variant_compiles_for_sm90_and_sm80(tmp_path):
     - sm_90: every METHOD x CLASSES x direction x flag variant in fp32, and fp16 and bf16 for
       the default method (two-class SSL) with every flag;
     - sm_80: every METHOD x CLASSES x direction in bf16 with the refinement loop's flags (seeded,
-      with a center whose gradient is taken).
+      with a center whose gradient is taken);
+    - sm_90, fp32: every variant of the rate kernel and of the fused rounding + rate kernel.
 
     That is 104 variants, about 80 s on two busy cores; ``python -m sgafast.kernels.aot``
     compiles the full matrix (210 variants per target) for both. aot.py runs in a subprocess
@@ -89,8 +90,13 @@ def test_every_variant_compiles_for_sm90_and_sm80(tmp_path):
     assert not failed, "\n\n".join(failed)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # the selection is what the docstring says: nothing silently dropped from the enumeration
+    rounding = [r for r in records if "_sga_round_" in r["name"]]
     covered = {(r["arch"], r["dtype"], r["tags"]["method"], r["constexprs"]["CLASSES"],
-                r["tags"]["direction"]) for r in records}
+                r["tags"]["direction"]) for r in rounding}
+    fused = {(r["name"].split()[1], r["constexprs"].get("CLASSES")) for r in records
+             if r["arch"] == 90 and "_sga_round_" not in r["name"]}
+    assert {("_round_bits_fwd_kernel", 3), ("_round_bits_bwd_kernel", 2),
+            ("_gaussian_bits_fwd_kernel", None), ("_gaussian_bits_bwd_kernel", None)} <= fused
     for arch, dtype in ((90, "fp32"), (80, "bf16")):
         assert {(arch, dtype, m, c, way) for m, c in PAIRS
                 for way in ("forward", "backward")} <= covered
