@@ -220,18 +220,24 @@ class _Writer:
         return records, failures
 
 
-def _refine(model, loaded: list, cfg: RefineConfig, device, progress) -> list[tuple]:
-    """(loaded entries, their results) of a batch; out of memory, its images one by one."""
+def _refine(model, loaded: list, cfg: RefineConfig, device, progress) -> tuple[list, list]:
+    """([(entries, x, results)], entries too large even alone): a batch that runs out of
+    memory is retried image by image."""
     try:
         x = torch.stack([img for _, img, _, _ in loaded]).to(device)
-        return [(loaded, x, refine_batch(model, x, [e[0].stem for e in loaded], cfg, progress))]
+        return [(loaded, x, refine_batch(model, x, [e[0].stem for e in loaded], cfg,
+                                         progress))], []
     except torch.OutOfMemoryError:
-        if len(loaded) == 1:
-            raise
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        return [part for entry in loaded for part in _refine(model, [entry], cfg, device,
-                                                             progress)]
+        if len(loaded) == 1:
+            return [], loaded
+        parts, too_large = [], []
+        for entry in loaded:
+            done, failed = _refine(model, [entry], cfg, device, progress)
+            parts += done
+            too_large += failed
+        return parts, too_large
 
 
 def pending(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineConfig,
@@ -287,12 +293,10 @@ def refine_items(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineC
                 if not loaded:
                     continue
                 tick = time.perf_counter()
-                try:
-                    parts = _refine(model, loaded, cfg, device, progress)
-                except torch.OutOfMemoryError:
-                    failures.append(writer.fail(loaded[0][0], "out of memory even alone; "
-                                                "use a smaller image or a larger device"))
-                    continue
+                parts, too_large = _refine(model, loaded, cfg, device, progress)
+                failures += [writer.fail(entry[0], "out of memory even alone; use a device "
+                                         "with more memory, or downscale or tile the image")
+                             for entry in too_large]
                 busy += time.perf_counter() - tick
                 for entries, x, results in parts:
                     writer.submit(x, entries, results)

@@ -160,12 +160,14 @@ def test_an_out_of_memory_batch_is_retried_image_by_image(tmp_path, monkeypatch)
 
     def small_device(model, x, identities, cfg, progress=False):
         sizes.append(x.shape[0])
-        if x.shape[0] > 1:
-            raise torch.OutOfMemoryError("pretend the batch does not fit")
+        if x.shape[0] > 1 or identities == ["q"]:  # q does not fit even alone
+            raise torch.OutOfMemoryError("pretend it does not fit")
         return real(model, x, identities, cfg, progress)
 
     monkeypatch.setattr(pipeline, "refine_batch", small_device)
     crops(tmp_path / "data", ["p.png", "q.png", "r.png"])
     assert main(["refine", str(tmp_path / "data"), "-o", str(tmp_path / "o"), "--batch-size",
-                 "3", *FAST]) == 0
-    assert sizes == [3, 1, 1, 1] and len(bins(tmp_path / "o")) == 3
+                 "3", *FAST]) == 1
+    assert sizes == [3, 1, 1, 1] and set(bins(tmp_path / "o")) == {"p.bin", "r.bin"}
+    failed = json.loads((tmp_path / "o" / "_sgafast" / "failed" / "q.json").read_text())
+    assert "out of memory even alone" in failed["reason"]
