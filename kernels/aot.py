@@ -73,13 +73,13 @@ def sga_round_variants(archs) -> list[Variant]:
     import torch
 
     from sgafast import rounding
-    from sgafast.kernels import sga_round
+    from sgafast.kernels import launch, sga_round
 
     # the GPU configuration does not depend on the size; no GPU is touched
     block, num_warps = sga_round.launch_config(1 << 20, torch.device("cuda"))
     pairs = ([(m, 2) for m in rounding.TWO_CLASS_METHODS]
              + [(m, 3) for m in rounding.THREE_CLASS_METHODS])
-    dtypes = [TORCH_TO_TRITON[str(d).removeprefix("torch.")] for d in sga_round.KERNEL_DTYPES]
+    dtypes = [TORCH_TO_TRITON[str(d).removeprefix("torch.")] for d in launch.KERNEL_DTYPES]
     variants = []
     for arch, dtype, (method, classes), has_center, has_noise in itertools.product(
             archs, dtypes, pairs, (0, 1), (0, 1)):
@@ -98,10 +98,10 @@ def gaussian_rate_variants(archs) -> list[Variant]:
     """kernels/gaussian_rate.py: with and without means (and their gradient), every dtype."""
     import torch
 
-    from sgafast.kernels import gaussian_rate, sga_round
+    from sgafast.kernels import gaussian_rate, launch, sga_round
 
     block, num_warps = sga_round.launch_config(1 << 20, torch.device("cuda"))
-    dtypes = [TORCH_TO_TRITON[str(d).removeprefix("torch.")] for d in sga_round.KERNEL_DTYPES]
+    dtypes = [TORCH_TO_TRITON[str(d).removeprefix("torch.")] for d in launch.KERNEL_DTYPES]
     variants = []
     for arch, dtype, has_means in itertools.product(archs, dtypes, (0, 1)):
         common = {"HAS_MEANS": has_means, "BLOCK": block}
@@ -121,12 +121,12 @@ def round_rate_variants(archs) -> list[Variant]:
     import torch
 
     from sgafast import rounding
-    from sgafast.kernels import round_rate, sga_round
+    from sgafast.kernels import launch, round_rate, sga_round
 
     block, num_warps = sga_round.launch_config(1 << 20, torch.device("cuda"))
     pairs = ([(m, 2) for m in rounding.TWO_CLASS_METHODS]
              + [(m, 3) for m in rounding.THREE_CLASS_METHODS])
-    dtypes = [TORCH_TO_TRITON[str(d).removeprefix("torch.")] for d in sga_round.KERNEL_DTYPES]
+    dtypes = [TORCH_TO_TRITON[str(d).removeprefix("torch.")] for d in launch.KERNEL_DTYPES]
     variants = []
     for arch, dtype, (method, classes) in itertools.product(archs, dtypes, pairs):
         common = {"METHOD": sga_round.METHOD_IDS[method], "CLASSES": classes, "HAS_MEANS": 1,

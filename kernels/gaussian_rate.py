@@ -1,14 +1,14 @@
 """Fused Gaussian-conditional rate of y: CompressAI's bounded -log2 likelihood, summed per image."""
 
-import contextlib
 import math
 
 import torch
 import triton
 import triton.language as tl
 
-from sgafast.errors import SgafastError
-from sgafast.kernels.sga_round import KERNEL_DTYPES, _round_to, interpreted
+from sgafast.kernels.launch import (check_grad_bits, check_input, check_like, on_device,
+                                    per_image_grid)
+from sgafast.kernels.sga_round import _round_to
 
 _SQRT1_2 = tl.constexpr(math.sqrt(0.5))
 _INV_SQRT_2PI = tl.constexpr(1 / math.sqrt(2 * math.pi))
@@ -251,40 +251,10 @@ def _gaussian_bits_bwd_kernel(grad_bits_ptr, v_ptr, scales_ptr, means_ptr, grad_
 
 def _check(v, block, grad_bits=None, **like_v):
     """Dtype, device, contiguity and shapes, up front (``like_v``: tensors shaped like v)."""
-    if v.dtype not in KERNEL_DTYPES:
-        raise SgafastError(f"the fused rate kernels take float32, float16 or bfloat16, not "
-                           f"{v.dtype}; use codec.bits_per_image(codec.y_likelihood(...))")
-    if v.device.type == "cpu" and not interpreted():
-        raise SgafastError("the fused rate kernels ran on a CPU tensor without the Triton "
-                           "interpreter: set TRITON_INTERPRET=1 before importing triton")
-    if v.dim() == 0:
-        raise SgafastError("v needs a batch dimension: bits are summed per entry of dim 0")
-    if not v.is_contiguous():
-        raise SgafastError("v must be contiguous (gaussian_bits makes it so)")
-    if block < 1 or block & (block - 1):
-        raise SgafastError(f"BLOCK must be a power of two, got {block}")
-    for name, t in like_v.items():
-        if t is not None and (t.shape != v.shape or t.device != v.device
-                              or t.dtype != v.dtype or not t.is_contiguous()):
-            raise SgafastError(f"{name}: expected a contiguous {v.dtype} tensor of shape "
-                               f"{tuple(v.shape)} on {v.device}, got {t.dtype} "
-                               f"{tuple(t.shape)} on {t.device}")
-    if grad_bits is not None and (grad_bits.shape != v.shape[:1] or grad_bits.device != v.device
-                                  or grad_bits.dtype != torch.float32):
-        raise SgafastError(f"grad_bits: expected float32 of shape {tuple(v.shape[:1])} on "
-                           f"{v.device}")
-
-
-def _on(device: torch.device):
-    """Launch on the tensors' own GPU, not the current one (a no-op on the CPU)."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-
-
-def _grid(v: torch.Tensor, block: int) -> tuple[int, int, int]:
-    """(images, elements per image, programs per image)."""
-    items = v.shape[0]
-    per_item = v.numel() // items if items else 0
-    return items, per_item, triton.cdiv(per_item, block)
+    check_input(v, block, kernels="rate", batched=True,
+                fallback="use codec.bits_per_image(codec.y_likelihood(...))")
+    check_like(v, **like_v)
+    check_grad_bits(v, grad_bits)
 
 
 def gaussian_bits_forward(v: torch.Tensor, scales: torch.Tensor,
@@ -292,11 +262,11 @@ def gaussian_bits_forward(v: torch.Tensor, scales: torch.Tensor,
                           likelihood_bound: float, block: int, num_warps: int) -> torch.Tensor:
     """Bits of each image (entry of dim 0), float32 (B,): reads v, scales (and means) once."""
     _check(v, block, scales=scales, means=means)
-    items, per_item, blocks_per_item = _grid(v, block)
+    items, per_item, blocks_per_item = per_image_grid(v, block)
     if items * per_item == 0:
         return torch.zeros(items, dtype=torch.float32, device=v.device)
     partial = torch.empty(items * blocks_per_item, dtype=torch.float32, device=v.device)
-    with _on(v.device):
+    with on_device(v.device):
         _gaussian_bits_fwd_kernel[(items * blocks_per_item,)](
             v, scales, means, partial, per_item, blocks_per_item, scale_bound,
             likelihood_bound, HAS_MEANS=means is not None, BLOCK=block, num_warps=num_warps)
@@ -312,10 +282,10 @@ def gaussian_bits_backward(grad_bits: torch.Tensor, v: torch.Tensor, scales: tor
     _check(v, block, grad_bits=grad_bits, scales=scales, means=means)
     grad_v, grad_scales = torch.empty_like(v), torch.empty_like(v)
     grad_means = torch.empty_like(v) if means is not None and means_grad else None
-    items, per_item, blocks_per_item = _grid(v, block)
+    items, per_item, blocks_per_item = per_image_grid(v, block)
     if items * per_item == 0:
         return grad_v, grad_scales, grad_means
-    with _on(v.device):
+    with on_device(v.device):
         _gaussian_bits_bwd_kernel[(items * blocks_per_item,)](
             grad_bits, v, scales, means, grad_v, grad_scales, grad_means, per_item,
             blocks_per_item, scale_bound, likelihood_bound, HAS_MEANS=means is not None,

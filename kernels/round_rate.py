@@ -13,8 +13,9 @@ import triton.language as tl
 
 from sgafast.errors import SgafastError
 from sgafast.kernels.gaussian_rate import _gaussian_bits
-from sgafast.kernels.sga_round import (KERNEL_DTYPES, METHOD_IDS, MIN_BLOCK, _block, _on,
-                                       _round_to, _soft_round, interpreted)
+from sgafast.kernels.launch import (check_grad_bits, check_input, check_like, check_schedule,
+                                    on_device, per_image_grid)
+from sgafast.kernels.sga_round import METHOD_IDS, MIN_BLOCK, _block, _round_to, _soft_round
 
 
 @triton.jit
@@ -85,44 +86,16 @@ def _round_bits_bwd_kernel(grad_y_soft_ptr, grad_bits_ptr, y_ptr, means_ptr, sca
 
 def _check(y, tau, seeds, counter, block, grad_bits=None, **like_y):
     """Dtype, device, contiguity and shapes, up front (``like_y``: tensors shaped like y)."""
-    if y.dtype not in KERNEL_DTYPES:
-        raise SgafastError(f"the fused rounding-rate kernels take float32, float16 or bfloat16, "
-                           f"not {y.dtype}; use sga_round(backend='torch') and codec.bits")
-    if y.device.type == "cpu" and not interpreted():
-        raise SgafastError("the fused rounding-rate kernels ran on a CPU tensor without the "
-                           "Triton interpreter: set TRITON_INTERPRET=1 before importing triton")
-    if y.dim() == 0:
-        raise SgafastError("y needs a batch dimension: bits are summed per entry of dim 0")
-    if not y.is_contiguous():
-        raise SgafastError("y must be contiguous (sga_round_bits makes it so)")
-    if block < 1 or block & (block - 1):
-        raise SgafastError(f"BLOCK must be a power of two, got {block}")
-    if tau.numel() != 1 or not tau.dtype.is_floating_point or tau.device != y.device:
-        raise SgafastError("tau: expected a one-element float tensor on y's device")
-    if counter.shape != (2,) or counter.dtype != torch.int64 or counter.device != y.device:
-        raise SgafastError("counter: expected an int64 tensor of shape (2,) on y's device")
+    check_input(y, block, kernels="rounding-rate", name="y", batched=True,
+                fallback="use sga_round(backend='torch') and codec.bits")
+    check_schedule(y, tau, counter)
     # bits are per image and the noise is keyed by the element's index within its seed's item:
     # the two agree only with one seed per image
     if seeds.shape != y.shape[:1] or seeds.dtype != torch.int64 or seeds.device != y.device:
         raise SgafastError(f"seeds: expected int64 of shape {tuple(y.shape[:1])} (one per "
                            f"image) on y's device, got {seeds.dtype} {tuple(seeds.shape)}")
-    for name, t in like_y.items():
-        if t is not None and (t.shape != y.shape or t.device != y.device
-                              or t.dtype != y.dtype or not t.is_contiguous()):
-            raise SgafastError(f"{name}: expected a contiguous {y.dtype} tensor of shape "
-                               f"{tuple(y.shape)} on {y.device}, got {t.dtype} "
-                               f"{tuple(t.shape)} on {t.device}")
-    if grad_bits is not None and (grad_bits.shape != y.shape[:1] or grad_bits.device != y.device
-                                  or grad_bits.dtype != torch.float32):
-        raise SgafastError(f"grad_bits: expected float32 of shape {tuple(y.shape[:1])} on "
-                           f"{y.device}")
-
-
-def _grid(y: torch.Tensor, block: int) -> tuple[int, int, int]:
-    """(images, elements per image, programs per image)."""
-    items = y.shape[0]
-    per_item = y.numel() // items if items else 0
-    return items, per_item, triton.cdiv(per_item, block)
+    check_like(y, **like_y)
+    check_grad_bits(y, grad_bits)
 
 
 def round_bits_forward(y: torch.Tensor, tau: torch.Tensor, scales: torch.Tensor,
@@ -138,11 +111,11 @@ def round_bits_forward(y: torch.Tensor, tau: torch.Tensor, scales: torch.Tensor,
     _check(y, tau, seeds, counter, block, scales=scales, means=means)
     block = max(block, MIN_BLOCK)  # two classes draw four elements per Philox call
     y_soft = torch.empty_like(y)
-    items, per_item, blocks_per_item = _grid(y, block)
+    items, per_item, blocks_per_item = per_image_grid(y, block)
     if items * per_item == 0:
         return y_soft, torch.zeros(items, dtype=torch.float32, device=y.device)
     partial = torch.empty(items * blocks_per_item, dtype=torch.float32, device=y.device)
-    with _on(y.device):
+    with on_device(y.device):
         _round_bits_fwd_kernel[(items * blocks_per_item,)](
             y, means, scales, seeds, counter, y_soft, partial, per_item, blocks_per_item, tau,
             a, r, n, scale_bound, likelihood_bound, METHOD=METHOD_IDS[method], CLASSES=classes,
@@ -164,10 +137,10 @@ def round_bits_backward(grad_y_soft: torch.Tensor, grad_bits: torch.Tensor, y: t
     block = max(block, MIN_BLOCK)  # as in forward
     grad_y, grad_scales = torch.empty_like(y), torch.empty_like(y)
     grad_means = torch.empty_like(y) if means is not None and means_grad else None
-    items, per_item, blocks_per_item = _grid(y, block)
+    items, per_item, blocks_per_item = per_image_grid(y, block)
     if items * per_item == 0:
         return grad_y, grad_scales, grad_means
-    with _on(y.device):
+    with on_device(y.device):
         _round_bits_bwd_kernel[(items * blocks_per_item,)](
             grad_y_soft, grad_bits, y, means, scales, seeds, counter, grad_y, grad_means,
             grad_scales, per_item, blocks_per_item, tau, a, r, n, scale_bound, likelihood_bound,

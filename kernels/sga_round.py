@@ -18,7 +18,6 @@ brings a ~100-instruction slow path); the backward's three-class quotients share
 division.
 """
 
-import contextlib
 import math
 
 import torch
@@ -27,10 +26,10 @@ import triton.language as tl
 
 from sgafast import reference
 from sgafast.errors import SgafastError
+from sgafast.kernels.launch import check_input, check_like, check_schedule, on_device
 from sgafast.noise import UNIFORM_MIN
 
 METHOD_IDS = {"atanh": 0, "linear": 1, "cosine": 2, "ssl": 3}
-KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # two classes draw the noise of four consecutive elements from one Philox call: a block holds
 # whole groups of four
 MIN_BLOCK = 4
@@ -526,10 +525,6 @@ def _sga_round_bwd_kernel(grad_out_ptr, v_ptr, center_ptr, seeds_ptr, counter_pt
 # ----------------------------------------------------------------------------------------------
 
 
-def interpreted() -> bool:
-    """Whether the kernels were built for Triton's CPU interpreter (TRITON_INTERPRET=1)."""
-    return not isinstance(_sga_round_fwd_kernel, triton.runtime.JITFunction)
-
 
 def launch_config(per_item: int, device: torch.device) -> tuple[int, int]:
     """(BLOCK, num_warps), fixed rather than autotuned so that backward reuses forward's choice.
@@ -548,10 +543,6 @@ def launch_config(per_item: int, device: torch.device) -> tuple[int, int]:
     return 1024, 8
 
 
-def _on(device: torch.device):
-    """Launch on the tensors' own GPU, not the current one (a no-op on the CPU)."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-
 
 def _items(v: torch.Tensor, seeds: torch.Tensor | None) -> tuple[int, int]:
     """(items, elements per item): per-item seeds split v along dim 0, else v is one item."""
@@ -561,31 +552,17 @@ def _items(v: torch.Tensor, seeds: torch.Tensor | None) -> tuple[int, int]:
 
 def _check(v, tau, seeds, counter, noise, classes, block, **like_v):
     """Dtype, device, contiguity and shapes, up front (``like_v``: tensors shaped like v)."""
-    if tau.numel() != 1 or not tau.dtype.is_floating_point or tau.device != v.device:
-        raise SgafastError("tau: expected a one-element float tensor on v's device")
-    if counter.shape != (2,) or counter.dtype != torch.int64 or counter.device != v.device:
-        raise SgafastError("counter: expected an int64 tensor of shape (2,) on v's device")
-    if v.dtype not in KERNEL_DTYPES:
-        raise SgafastError(f"the fused kernels take float32, float16 or bfloat16, not {v.dtype}; "
-                           f"use --backend torch (backend='torch' in Python)")
-    if v.device.type == "cpu" and not interpreted():
-        raise SgafastError("the fused kernels ran on a CPU tensor without the Triton "
-                           "interpreter: use --backend torch (backend='torch' in Python), or "
-                           "set TRITON_INTERPRET=1 before importing triton")
-    if not v.is_contiguous():
-        raise SgafastError("v must be contiguous (fused_sga_round makes it so)")
-    if block < 1 or block & (block - 1):
-        raise SgafastError(f"BLOCK must be a power of two, got {block}")
+    check_schedule(v, tau, counter)
+    check_input(v, block, kernels="rounding",
+                fallback="use --backend torch (backend='torch' in Python)")
+    check_like(v, **like_v)
     if (seeds is None) == (noise is None):
         raise SgafastError("give the kernels exactly one of seeds and noise")
-    shapes = {name: (t, v.shape) for name, t in like_v.items()}
-    shapes["noise"] = (noise, (*v.shape, classes))
-    for name, (t, shape) in shapes.items():
-        if t is not None and (t.shape != shape or t.device != v.device or not t.is_contiguous()):
-            raise SgafastError(f"{name}: expected a contiguous tensor of shape {tuple(shape)} "
-                               f"on {v.device}, got {tuple(t.shape)} on {t.device}")
-        if t is not None and name != "noise" and t.dtype != v.dtype:
-            raise SgafastError(f"{name}: expected dtype {v.dtype}, got {t.dtype}")
+    if noise is not None and (noise.shape != (*v.shape, classes) or noise.device != v.device
+                              or not noise.is_contiguous()):
+        raise SgafastError(f"noise: expected a contiguous tensor of shape "
+                           f"{(*v.shape, classes)} on {v.device}, got {tuple(noise.shape)} on "
+                           f"{noise.device}")
     if seeds is not None:
         if seeds.dtype != torch.int64 or seeds.device != v.device or seeds.dim() != 1:
             raise SgafastError("seeds: expected a 1-D int64 tensor on v's device")
@@ -611,7 +588,7 @@ def sga_round_forward(v: torch.Tensor, tau: torch.Tensor, *, method: str, classe
     items, per_item = _items(v, seeds)
     block = max(block, MIN_BLOCK)  # results do not depend on it
     blocks_per_item = triton.cdiv(per_item, block)
-    with _on(v.device):
+    with on_device(v.device):
         _sga_round_fwd_kernel[(items * blocks_per_item,)](
             v, center, seeds, counter, noise, out, per_item, blocks_per_item, tau, a, r, n,
             METHOD=METHOD_IDS[method], CLASSES=classes, HAS_CENTER=center is not None,
@@ -638,7 +615,7 @@ def sga_round_backward(grad_out: torch.Tensor, v: torch.Tensor, tau: torch.Tenso
     items, per_item = _items(v, seeds)
     block = max(block, MIN_BLOCK)  # results do not depend on it
     blocks_per_item = triton.cdiv(per_item, block)
-    with _on(v.device):
+    with on_device(v.device):
         _sga_round_bwd_kernel[(items * blocks_per_item,)](
             grad_out, v, center, seeds, counter, noise, grad_v, grad_center, per_item,
             blocks_per_item, tau, a, r, n, METHOD=METHOD_IDS[method], CLASSES=classes,
