@@ -140,9 +140,10 @@ def cmd_refine(args) -> int:
                   f"R-D loss {r['rd_loss']:.4f} (base {r['base']['rd_loss']:.4f})")
     code = report_failures(failures)
     listed = f" (listed in {pipeline.run_folder(outdir) / 'failed'})" if report.failures else ""
+    summary = pipeline.run_folder(outdir) / "summary.json"
+    where = f"; summary in {summary}" if summary.is_file() else ""
     print(f"sgafast: {shard.label}{len(report.records)} of {len(shard.take(items))} images "
-          f"done, {len(failures)} failed{listed}; summary in "
-          f"{pipeline.run_folder(outdir) / 'summary.json'}", file=sys.stderr)
+          f"done, {len(failures)} failed{listed}{where}", file=sys.stderr)
     return code
 
 

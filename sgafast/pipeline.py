@@ -190,7 +190,7 @@ class _Writer:
     def _finish(self, x, loaded, results) -> tuple[list[dict], list[Failure]]:
         records, failures, lmbda = [], [], self.settings["lmbda"]
         for i, ((item, _, notes, input_sha256), refined) in enumerate(zip(loaded, results)):
-            if not refined.finite:  # the entropy coder never sees a non-finite latent
+            if not refined.codable:  # the entropy coder never sees a non-finite latent
                 failures.append(self.fail(item, refined.divergence_message()))
                 continue
             xi = x[i:i + 1]

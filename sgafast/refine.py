@@ -28,6 +28,7 @@ from .schedule import TAU_RATE, default_tau_max
 
 NO_REFINEMENT = "none"
 COMPILE_FROM_ITERS = 500  # compile="auto": shorter runs do not pay back the compile warm-up
+LATENT_LIMIT = 2.0**24  # beyond, a latent's rounding is inexact in fp32: diverged, not coded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,10 +113,12 @@ class Refined:
     diverged_at: int | None  # the first iteration whose loss was not finite
 
     @property
-    def finite(self) -> bool:
-        """Whether the refinement stayed finite: the latents can be entropy-coded."""
-        return self.diverged_at is None and bool(
-            torch.isfinite(self.y).all() and torch.isfinite(self.z).all())
+    def codable(self) -> bool:
+        """Whether the entropy coder can take these latents: finite, and small enough that
+        CompressAI's int32 symbols cannot overflow (its rANS coder loops forever on NaN)."""
+        return self.diverged_at is None and all(
+            bool(torch.isfinite(v).all() and v.abs().max() < LATENT_LIMIT)
+            for v in (self.y, self.z))
 
     def divergence_message(self) -> str:
         where = f"at iteration {self.diverged_at}" if self.diverged_at is not None else ""

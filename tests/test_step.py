@@ -88,10 +88,10 @@ def test_a_diverging_image_fails_alone_with_a_message(default_model, kodak_crops
     x = kodak_crops[:, :, :40, :48]
     (res,) = refine_batch(default_model, x[:1], ["a"],
                           RefineConfig(iters=6, lr=3e38, track_every=0, compile=False))
-    assert not res.finite and "lower --lr / --tau-rate" in res.divergence_message()
+    assert not res.codable and "lower --lr / --tau-rate" in res.divergence_message()
     (good,) = refine_batch(default_model, x[1:], ["b"],
                            RefineConfig(iters=6, track_every=0, compile=False))
-    assert good.finite and good.diverged_at is None
+    assert good.codable and good.diverged_at is None
 
 
 @pytest.mark.parametrize("option,value", [("lr", math.inf), ("lmbda", math.inf),
@@ -119,3 +119,11 @@ def test_an_unknown_precision_is_refused():
 
     with pytest.raises(SgafastError, match="precision"):
         RefineConfig(precision="fp8")
+
+
+def test_huge_finite_latents_are_not_handed_to_the_coder():
+    from sgafast.refine import LATENT_LIMIT, Refined
+
+    ok, huge = torch.zeros(1, 2, 3, 3), torch.full((1, 2, 3, 3), 2 * LATENT_LIMIT)
+    make = lambda y: Refined(y, ok, ok, ok, [], [], 0.0, 0.0, 0.0, None)  # noqa: E731
+    assert make(ok).codable and not make(huge).codable
