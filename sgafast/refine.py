@@ -180,7 +180,7 @@ class Refinement:
         self.z = self.z0.clone().requires_grad_(True)
         self.batch = len(identities)
         self.relaxed = torch.zeros(cfg.iters if cfg.refines else 0, self.batch, device=x.device)
-        self.done, self.tracked = 0, []
+        self.done, self.tracked, self.stopped = 0, [], False
         self.tracking_seconds = self.warmup_seconds = 0.0
         if cfg.refines:
             seeds = torch.tensor([image_seed(cfg.seed, i) for i in identities], device=x.device)
@@ -216,11 +216,17 @@ class Refinement:
         self.done += 1
 
     def advance(self, iters: int, progress=None) -> None:
-        """Run ``iters`` more iterations (at most up to ``cfg.iters``)."""
+        """Run ``iters`` more iterations (at most up to ``cfg.iters``); a batch whose every image
+        has diverged stops at the next tracking point (the only host read, every k steps)."""
+        if self.stopped:
+            return
         every = self.cfg.track_every
         for _ in range(min(iters, len(self.relaxed) - self.done)):
             if every and self.done % every == 0:
                 self.track()  # the loss after ``done`` updates
+                if self.done and not bool(torch.isfinite(self.tracked[-1][1]).any()):
+                    self.stopped = True  # every image diverged: nothing left to refine
+                    return
             with tensor_cores(self.cfg.precision, self.x.device):
                 self.step()
             if self.done == 1:

@@ -89,6 +89,10 @@ def test_a_diverging_image_fails_alone_with_a_message(default_model, kodak_crops
     (res,) = refine_batch(default_model, x[:1], ["a"],
                           RefineConfig(iters=6, lr=3e38, track_every=0, compile=False))
     assert not res.codable and "lower --lr / --tau-rate" in res.divergence_message()
+    run = Refinement(default_model, x[:1], ["a"], RefineConfig(iters=50, lr=3e38,
+                                                               track_every=5, compile=False))
+    run.advance(50)
+    assert run.stopped and run.done == 5  # stopped at the first tracking point after it
     (good,) = refine_batch(default_model, x[1:], ["b"],
                            RefineConfig(iters=6, track_every=0, compile=False))
     assert good.codable and good.diverged_at is None
