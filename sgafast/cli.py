@@ -1,4 +1,4 @@
-"""The ``sgafast`` command line: refine, decode, train, models (eval lives in evaluate.py)."""
+"""The ``sgafast`` command line: refine, merge, decode, eval, train, models (argparse lives here)."""
 
 from __future__ import annotations
 
@@ -147,6 +147,36 @@ def cmd_refine(args) -> int:
     return code
 
 
+def parse_qualities(text: str | None) -> list[int] | None:
+    """``--jpeg 10,30,50``: Pillow qualities, or None."""
+    if not text:
+        return None
+    try:
+        qualities = [int(q) for q in text.split(",")]
+    except ValueError:
+        raise SgafastError(f"--jpeg {text}: give comma-separated integer qualities 1-95, "
+                           "e.g. 10,30,50,70,90") from None
+    if not all(1 <= q <= 95 for q in qualities):
+        raise SgafastError(f"--jpeg {text}: Pillow's qualities run from 1 to 95")
+    return qualities
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from . import evaluate
+    from .rounding import Rounding
+
+    specs = evaluate.parse_methods(args.methods, getattr(args, "classes", Rounding().classes))
+    output_folder(args.output)
+    qualities = parse_qualities(args.jpeg)
+    result = evaluate.run_eval(
+        [Path(d) for d in args.dataset], Path(args.output), specs,
+        evaluate.resolve_models(args.models), refine_config(args, "ssl"), crop=args.crop,
+        limit=args.limit, batch_size=args.batch_size, device=resolve_device(args.device),
+        jpeg_qualities=qualities, progress=not args.quiet)
+    print((Path(args.output) / "bd.md").read_text())
+    return report_failures(result["failures"])
+
+
 def cmd_merge(args) -> int:
     from . import pipeline
 
@@ -257,9 +287,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the bundled base models")
     p.set_defaults(func=cmd_models)
 
-    from .evaluate import add_eval_parser
-
-    add_eval_parser(sub)
+    p = sub.add_parser("eval", help="R-D curves and BD tables of methods over a model ladder")
+    p.add_argument("dataset", nargs="+", help="image files, folders and @lists")
+    p.add_argument("-o", "--output", required=True, help="output folder (resumable)")
+    p.add_argument("--methods", default="none,ste,noise,atanh,linear,cosine,ssl",
+                   help="comma list; name:3 for the three-class form, name@LR for a learning "
+                   "rate of its own, e.g. none,ste@1e-4,ssl,linear:3")
+    p.add_argument("--models", default="ladder",
+                   help="'ladder' (the bundled ladder) or a comma list of model specs")
+    p.add_argument("--crop", type=int, default=None, help="centre crop size")
+    p.add_argument("--limit", type=int, default=None, help="first N images only")
+    p.add_argument("--jpeg", default=None,
+                   help="add a JPEG curve at these Pillow qualities, e.g. 10,20,30,50,70,90")
+    add_refine_options(p)
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -105,6 +105,14 @@ def rd_terms(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, z: torch.Te
     return {"mse": mse(x_hat, x), "bits": bits(net, y, z, scales, means), "x_hat": x_hat}
 
 
+def hard_rd(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
+            lmbda: float, unpad) -> tuple[torch.Tensor, dict]:
+    """SPEC 6's true R-D loss per image, at the hard latents of (y, z), and its terms."""
+    y_hat, z_hat, scales, means = hard_latents(net, y, z)
+    terms = rd_terms(net, x, y_hat, z_hat, scales, means, unpad)
+    return rd_loss(terms["mse"], terms["bits"], lmbda, x.shape[-2] * x.shape[-1]), terms
+
+
 def rd_loss(mse: torch.Tensor, bits: torch.Tensor, lmbda: float, num_pixels: int) -> torch.Tensor:
     """lambda * 255^2 * MSE + bits / pixels, per image (the paper's R-D loss)."""
     return lmbda * 255**2 * mse + bits / num_pixels

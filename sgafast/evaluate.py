@@ -8,7 +8,6 @@ and BD-PSNR against ``none`` with the bjontegaard package), ``rd.png`` and ``con
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import re
@@ -22,9 +21,9 @@ from . import models, pipeline
 from .errors import SgafastError
 from .images import center_crop, read_image, write_png
 from .inputs import Item, collect
-from .io import atomic_write_bytes, atomic_write_json, output_folder
+from .io import atomic_write_bytes, atomic_write_json
 from .refine import NO_REFINEMENT, RefineConfig
-from .rounding import METHODS, THREE_CLASS_METHODS, Rounding
+from .rounding import METHODS, THREE_CLASS_METHODS
 
 ANCHOR = NO_REFINEMENT
 JPEG = "jpeg"
@@ -288,43 +287,3 @@ def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_n
     if refined:  # the base codec alone has no iterations to draw
         plot_convergence(refined, outdir / "convergence.png")
     return {"curves": curves, "bd": rows, "failures": failures}
-
-
-def add_eval_parser(sub) -> None:
-    from .cli import add_refine_options
-
-    p = sub.add_parser("eval", help="R-D curves and BD tables of methods over a model ladder")
-    p.add_argument("dataset", nargs="+", help="folders of images, or image files")
-    p.add_argument("-o", "--output", required=True, help="output folder (resumable)")
-    p.add_argument("--methods", default="none,ste,noise,atanh,linear,cosine,ssl",
-                   help="comma list; name:3 for the three-class form, name@LR for a learning "
-                   "rate of its own, e.g. none,ste@1e-4,ssl,linear:3")
-    p.add_argument("--models", default="ladder",
-                   help="'ladder' (the bundled ladder) or a comma list of model specs")
-    p.add_argument("--crop", type=int, default=None, help="centre crop size")
-    p.add_argument("--limit", type=int, default=None, help="first N images only")
-    p.add_argument("--jpeg", default=None,
-                   help="add a JPEG curve at these Pillow qualities, e.g. 10,20,30,50,70,90")
-    add_refine_options(p)
-    p.set_defaults(func=cmd_eval)
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from .cli import refine_config, report_failures, resolve_device
-
-    specs = parse_methods(args.methods, getattr(args, "classes", Rounding().classes))
-    output_folder(args.output)
-    base_cfg = refine_config(args, "ssl")
-    try:
-        qualities = [int(q) for q in args.jpeg.split(",")] if args.jpeg else None
-    except ValueError:
-        raise SgafastError(f"--jpeg {args.jpeg}: give comma-separated integer qualities 1-95, "
-                           "e.g. 10,30,50,70,90") from None
-    if qualities and not all(1 <= q <= 95 for q in qualities):
-        raise SgafastError(f"--jpeg {args.jpeg}: Pillow's qualities run from 1 to 95")
-    result = run_eval([Path(d) for d in args.dataset], Path(args.output), specs, resolve_models(args.models),
-                      base_cfg, crop=args.crop, limit=args.limit, batch_size=args.batch_size,
-                      device=resolve_device(args.device), jpeg_qualities=qualities,
-                      progress=not args.quiet)
-    print((Path(args.output) / "bd.md").read_text())
-    return report_failures(result["failures"])

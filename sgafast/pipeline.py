@@ -76,7 +76,6 @@ def run_folder(outdir: Path) -> Path:
 def measure(model: BaseModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
             lmbda: float) -> tuple[dict, bytes]:
     """Metrics of hard latents (batch of one): bitstream and likelihood bpp, PSNR, MS-SSIM."""
-    net = model.net
     height, width = x.shape[-2:]
     num_pixels = height * width
     tick = time.perf_counter()
@@ -87,9 +86,7 @@ def measure(model: BaseModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
     decode_seconds = time.perf_counter() - tick
     with torch.no_grad():
         _, unpadding = pad(x)
-        y_hat, z_hat, scales, means = codec.hard_latents(net, y, z)
-        terms = codec.rd_terms(net, x, y_hat, z_hat, scales, means, lambda t: unpad(t, unpadding))
-        loss = codec.rd_loss(terms["mse"], terms["bits"], lmbda, num_pixels)
+        loss, terms = codec.hard_rd(model.net, x, y, z, lmbda, lambda t: unpad(t, unpadding))
     return {
         "bpp": 8 * len(data) / num_pixels,
         "bpp_likelihood": float(terms["bits"][0]) / num_pixels,

@@ -139,13 +139,6 @@ def lmbda_of(model: BaseModel, cfg: RefineConfig) -> float:
     return float(lmbda)
 
 
-def true_rd_loss(net, x, y, z, lmbda: float, unpad_fn) -> torch.Tensor:
-    """Per-image R-D loss at the hard latents (float reconstruction + likelihood bits)."""
-    y_hat, z_hat, scales, means = codec.hard_latents(net, y, z)
-    terms = codec.rd_terms(net, x, y_hat, z_hat, scales, means, unpad_fn)
-    return codec.rd_loss(terms["mse"], terms["bits"], lmbda, x.shape[-2] * x.shape[-1])
-
-
 def _adam(params: list[torch.Tensor], lr: float, graphed: bool) -> torch.optim.Adam:
     """Adam as one fused kernel where the device has one (capturable when CUDA-graphed)."""
     fused = params[0].device.type in ("cpu", "cuda") and params[0].dtype == torch.float32
@@ -196,7 +189,7 @@ class Refinement:
         """Append the true R-D loss after ``done`` updates (outside the step, no gradients)."""
         tick = time.perf_counter()
         with torch.no_grad(), record_function("tracking"):
-            loss = true_rd_loss(self.net, self.x, self.y, self.z, self.lmbda,
+            loss, _ = codec.hard_rd(self.net, self.x, self.y, self.z, self.lmbda,
                                 lambda t: unpad(t, self.unpadding))
         self.tracked.append((self.done, loss))
         self.tracking_seconds += time.perf_counter() - tick

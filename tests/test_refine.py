@@ -9,7 +9,7 @@ from sgafast import bitstream, codec
 from sgafast.errors import SgafastError
 from sgafast.images import pad, unpad
 from sgafast.models import BaseModel
-from sgafast.refine import RefineConfig, refine_batch, true_rd_loss
+from sgafast.refine import RefineConfig, refine_batch
 
 FAST = dict(iters=120, tau_rate=2e-2, track_every=40)  # tau anneals within the short run
 
@@ -25,8 +25,8 @@ def test_refinement_lowers_true_rd_loss(default_model, kodak_crops):
     crop = lambda t: unpad(t, unpadding)  # noqa: E731
     lmbda = default_model.lmbda
     with torch.no_grad():
-        base = true_rd_loss(default_model.net, x, res.y_base, res.z_base, lmbda, crop)
-        refined = true_rd_loss(default_model.net, x, res.y, res.z, lmbda, crop)
+        base, _ = codec.hard_rd(default_model.net, x, res.y_base, res.z_base, lmbda, crop)
+        refined, _ = codec.hard_rd(default_model.net, x, res.y, res.z, lmbda, crop)
     assert refined.item() < 0.97 * base.item()
     assert len(res.relaxed_loss) == FAST["iters"]
     assert [t for t, _ in res.true_loss] == [0, 40, 80, 120]
