@@ -225,9 +225,10 @@ def markdown(meta: dict, records: list[dict]) -> str:
         same = {v["variant"]: v["s_per_image_iter"] for v in timing
                 if (v["model"], v["batch"]) == (r["model"], r["batch"])}
         t = r["s_per_image_iter"]
+        ratios = " | ".join(f"{same[b] / t:.2f}x" if b in same else "-"
+                            for b in ("official", "official-notrack"))
         lines.append(f"| {r['model']} | {r['batch']} | {r['variant']} | {t * 1e3:.2f} | "
-                     f"{1 / t:.2f} | {r['warmup_s']:.1f} | {same['official'] / t:.2f}x | "
-                     f"{same['official-notrack'] / t:.2f}x |")
+                     f"{1 / t:.2f} | {r['warmup_s']:.1f} | {ratios} |")
     parts = [r for r in records if "component" in r]
     if parts:
         lines += ["", "Eager sgafast step by component (torch.profiler, inclusive times; "
