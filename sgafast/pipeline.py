@@ -127,7 +127,8 @@ def _record(item: Item, input_sha256: str, notes: dict, model: BaseModel, cfg: R
         "base": base,
         "history": {"relaxed_loss": refined.relaxed_loss, "true_loss": refined.true_loss,
                     "tracking_seconds": refined.tracking_seconds,
-                    "warmup_seconds": refined.warmup_seconds},
+                    "warmup_seconds": refined.warmup_seconds,
+                    "peak_memory_bytes": refined.peak_memory_bytes},
         "settings": run_settings,
         "speed_options": {k: getattr(cfg, k) for k in SPEED_OPTIONS},
     }

@@ -111,6 +111,7 @@ class Refined:
     tracking_seconds: float
     warmup_seconds: float  # the first step, compilation included, within ``seconds``
     diverged_at: int | None  # the first iteration whose loss was not finite
+    peak_memory_bytes: int | None = None  # the batch's CUDA peak, per image; None on a CPU
 
     @property
     def codable(self) -> bool:
@@ -164,6 +165,8 @@ class Refinement:
     def __init__(self, model: BaseModel, x: torch.Tensor, identities: list[str],
                  cfg: RefineConfig):
         self.start = time.perf_counter()
+        if x.is_cuda:
+            torch.cuda.reset_peak_memory_stats(x.device)
         self.net, self.x, self.cfg = model.net, x, cfg
         self.lmbda = lmbda_of(model, cfg)
         x_padded, self.unpadding = pad(x)
@@ -236,12 +239,14 @@ class Refinement:
         tracked_rows = [(i, loss.tolist()) for i, loss in self.tracked]
         seconds = time.perf_counter() - self.start
         n = self.batch
+        peak = torch.cuda.max_memory_allocated(self.x.device) // n if self.x.is_cuda else None
         return [Refined(y=self.y[b:b + 1].detach(), z=self.z[b:b + 1].detach(),
                         y_base=self.y0[b:b + 1], z_base=self.z0[b:b + 1],
                         relaxed_loss=relaxed_rows[b],
                         true_loss=[(i, values[b]) for i, values in tracked_rows],
                         seconds=seconds / n, tracking_seconds=self.tracking_seconds / n,
-                        warmup_seconds=self.warmup_seconds / n, diverged_at=diverged[b])
+                        warmup_seconds=self.warmup_seconds / n, diverged_at=diverged[b],
+                        peak_memory_bytes=peak)
                 for b in range(n)]
 
 
