@@ -47,7 +47,9 @@ def device_for(shard: Shard, device: torch.device) -> torch.device:
     """One device per rank: the local rank's GPU; on CPUs, this rank's share of the cores
     (threads oversubscribed by several processes were measured here to slow a run tenfold)."""
     if device.type == "cuda":
-        return torch.device("cuda", shard.local_rank % torch.cuda.device_count())
+        device = torch.device("cuda", shard.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)  # CUDA graphs and caching allocators follow the current one
+        return device
     if shard.local > 1:
         torch.set_num_threads(max(1, torch.get_num_threads() // shard.local))
     return device
