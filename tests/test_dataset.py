@@ -171,3 +171,20 @@ def test_an_out_of_memory_batch_is_retried_image_by_image(tmp_path, monkeypatch)
     assert sizes == [3, 1, 1, 1] and set(bins(tmp_path / "o")) == {"p.bin", "r.bin"}
     failed = json.loads((tmp_path / "o" / "_sgafast" / "failed" / "q.json").read_text())
     assert "out of memory even alone" in failed["reason"]
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({}, (0, 1, "none")),
+    ({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"},
+     (3, 8, "torchrun")),
+    ({"SLURM_ARRAY_TASK_ID": "12", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "10"},
+     (2, 4, "slurm-array")),
+    ({"SLURM_PROCID": "5", "SLURM_NTASKS": "6"}, (5, 6, "slurm")),
+])
+def test_the_shard_comes_from_the_launchers_environment(env, expected):
+    from sgafast.shard import from_environment
+
+    shard = from_environment(env)
+    assert (shard.rank, shard.world, shard.launcher) == expected
+    items = list(range(20))
+    assert shard.take(items) == items[shard.rank::shard.world]
