@@ -202,12 +202,12 @@ class Refinement:
         if self.graphed:
             torch.compiler.cudagraph_mark_step_begin()
         loss = self.relaxed_loss(self.y, self.z, self.t)
+        self.relaxed[self.done].copy_(loss.detach())  # before a graph replay reuses its memory
         self.opt.zero_grad(set_to_none=True)
         with record_function("backward"):
             loss.sum().backward()
         with record_function("optimiser"):
             self.opt.step()
-        self.relaxed[self.done].copy_(loss.detach())  # before a graph replay reuses its memory
         self.t.add_(1)
         self.done += 1
 
