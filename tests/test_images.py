@@ -122,3 +122,13 @@ def test_decompression_bomb_is_refused_naming_the_file(tmp_path, monkeypatch, si
     with pytest.raises(SgafastError, match="huge.png: refused as a possible decompression bomb"
                                            ".*downscale"):
         read_image(tmp_path / "huge.png")
+
+
+def test_cmyk_is_read_as_its_rgb_colours(tmp_path):
+    """No ink is white, full cyan is (0, 255, 255), full black is black (PIL's naive CMYK)."""
+    inks = np.array([[[0, 0, 0, 0], [255, 0, 0, 0], [0, 0, 0, 255]]], dtype=np.uint8)
+    Image.fromarray(inks, "CMYK").save(tmp_path / "cmyk.tif")
+    x, notes = _read(tmp_path / "cmyk.tif")
+    want = torch.tensor([[[255, 255, 255], [0, 255, 255], [0, 0, 0]]], dtype=torch.float32)
+    assert torch.equal(x, want.permute(2, 0, 1) / 255)
+    assert notes.get("mode") == "CMYK"
