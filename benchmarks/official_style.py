@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from sgafast import codec
-from sgafast.images import pad, unpad
+from sgafast.images import Geometry
 
 EPS = 1e-5
 
@@ -36,43 +36,52 @@ def soft_round_ssl(v: torch.Tensor, tau: float, a: float) -> torch.Tensor:
     return torch.sum(weights * bounds, dim=-1)
 
 
+class OfficialStyleRounder:
+    """The published loop's rounding of every latent, as a family's rounder (any model)."""
+
+    def __init__(self, tau: float, a: float):
+        self.tau, self.a = tau, a
+
+    def round(self, v, center, stream=0):
+        return soft_round_ssl(v - center, self.tau, self.a) + center
+
+    def round_gaussian(self, v, scales, means, gaussian, stream=0):
+        soft = soft_round_ssl(v if means is None else v - means, self.tau, self.a)
+        soft = soft if means is None else soft + means
+        return soft, gaussian.bits(soft, scales, means)
+
+
 class OfficialStyleRun:
     """One image's refinement, advanced ``k`` iterations at a time (for interleaved timing)."""
 
     def __init__(self, model, x: torch.Tensor, *, lmbda: float, lr: float = 5e-3,
                  tau_rate: float = 1e-3, tau_max: float = 1.0, a: float = 2.3,
                  track: bool = True):
-        self.net, self.x, self.lmbda = model.net, x, lmbda
+        self.family, self.x, self.lmbda = model.family, x, lmbda
         self.tau_rate, self.tau_max, self.a, self.track = tau_rate, tau_max, a, track
-        x_padded, self.unpadding = pad(x)
+        self.geometry = Geometry.of(x)
         with torch.no_grad():
-            y, z = codec.encode(self.net, x_padded)
-        self.y, self.z = y.requires_grad_(True), z.requires_grad_(True)
-        self.opt = torch.optim.Adam([self.y, self.z], lr=lr)
+            latents = self.family.analyse(self.geometry.pad(x))
+        self.latents = tuple(v.requires_grad_(True) for v in latents)
+        self.opt = torch.optim.Adam(self.latents, lr=lr)
         self.t = 0
         self.losses, self.true_losses = [], []
 
-    def rd_loss(self, y_soft, z_soft, scales, means) -> torch.Tensor:
-        terms = codec.rd_terms(self.net, self.x, y_soft, z_soft, scales, means,
-                               lambda t: unpad(t, self.unpadding))
-        return codec.rd_loss(terms["mse"], terms["bits"], self.lmbda,
-                             self.x.shape[-2] * self.x.shape[-1]).sum()
-
     def step(self) -> None:
         tau = min(math.exp(-self.tau_rate * self.t), self.tau_max)
-        medians = codec.medians(self.net)
-        z_soft = soft_round_ssl(self.z - medians, tau, self.a) + medians
-        scales, means = codec.hyper_params(self.net, z_soft)
-        y_soft = soft_round_ssl(self.y - means, tau, self.a) + means
-        loss = self.rd_loss(y_soft, z_soft, scales, means)
+        y_soft, bits = self.family.relaxed(self.latents, OfficialStyleRounder(tau, self.a))
+        x_hat = self.geometry.unpad(self.family.synthesis(y_soft))
+        loss = codec.rd_loss(codec.mse(x_hat, self.x), bits, self.lmbda,
+                             self.geometry.num_pixels).sum()
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
         self.losses.append(loss.item())
         if self.track:
             with torch.no_grad():
-                y_hat, z_hat, scales, means = codec.hard_latents(self.net, self.y, self.z)
-                self.true_losses.append(self.rd_loss(y_hat, z_hat, scales, means).item())
+                true_loss, _ = codec.hard_rd(self.family, self.x, self.latents, self.lmbda,
+                                             self.geometry)
+                self.true_losses.append(true_loss.sum().item())
         self.t += 1
 
     def advance(self, iters: int) -> None:

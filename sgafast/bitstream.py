@@ -1,28 +1,35 @@
-"""The ``.bin`` file: a 38-byte header and CompressAI's entropy-coded strings for one image.
+"""The ``.bin`` file: a 38-byte header and the model's own entropy-coded strings for one image.
 
 Layout (little-endian)::
 
     offset size  field
     0      4     magic b"SGAF"
     4      1     format version (2)
-    5      1     architecture (1 = mbt2018-mean, 2 = bmshj2018-hyperprior)
-    6      2     N (hyper-latent channels)          8   2  M (latent channels)
+    5      1     architecture (ARCH_CODES: 1 = mbt2018-mean, 2 = bmshj2018-hyperprior, ...)
+    6      2     N                                  8   2  M   (the model's sizes)
     10     4     image height                       14  4  image width
     18     8     model fingerprint (first 8 bytes of SHA-256 of the weights)
-    26     4     z string length                    30  4  y string length
+    26     4     hyper-latent string length (0 without a hyperprior)
+    30     4     latent part length
     34     4     CRC-32 of bytes 0-33 followed by everything after the header
-    38     ...   z string, then y string
+    38     ...   the hyper-latent (z) string, then the latent part
+
+The latent part is y's string. Where the model's ``compress()`` writes several strings for y
+(checkerboard passes, ELIC's channel groups: ``Family.strings_per_image``), the part starts
+with the lengths of all but the last as 4-byte integers, then the strings in the coder's
+order. Files of the two hyperprior architectures are byte-identical to those of earlier
+releases of version 2.
 
 Version 1 had the same layout with a CRC of the strings only, so a flipped header bit went
 unnoticed; version 2 files are refused by version 1 readers and vice versa.
 
-The latent shapes follow from the image size, so they are not stored. A file is untrusted
-input: its length and checksum are verified before any field is believed (so a damaged
-fingerprint reads as corrupt, not as another model's file), every field is checked against
-limits and the model before anything is allocated from it, and the decoder is the unchanged
-``model.decompress``, whose output must have the size the header implies. The checksum
-catches damage, not forgery: CompressAI's rANS decoder does not bounds-check its strings, so a
-crafted file with a valid CRC can still make it read past them.
+The latent shapes follow from the image size and the model, so they are not stored. A file is
+untrusted input: its length and checksum are verified before any field is believed (so a
+damaged fingerprint reads as corrupt, not as another model's file), every field is checked
+against limits and the model before anything is allocated from it, and the decoder is the
+unchanged ``model.decompress``, whose output must have the size the header implies. The
+checksum catches damage, not forgery: CompressAI's rANS decoder does not bounds-check its
+strings, so a crafted file with a valid CRC can still make it read past them.
 """
 
 from __future__ import annotations
@@ -33,15 +40,19 @@ import zlib
 
 import torch
 
-from . import codec
+from . import families
 from .errors import SgafastError
-from .images import STRIDE
+from .images import Geometry
 
 MAGIC = b"SGAF"
 VERSION = 2
 HEADER = struct.Struct("<4sBBHHIIQIII")
 CRC_OFFSET = HEADER.size - 4  # the CRC is the header's last field
-ARCH_CODES = {"mbt2018-mean": 1, "bmshj2018-hyperprior": 2}
+ARCH_CODES = {"mbt2018-mean": 1, "bmshj2018-hyperprior": 2, "bmshj2018-factorized": 3,
+              "bmshj2018-factorized-relu": 4, "mbt2018": 5, "cheng2020-anchor": 6,
+              "cheng2020-attn": 7, "cheng2020-anchor-checkerboard": 8, "elic2022-official": 9,
+              "elic2022-chandelier": 10}
+LENGTH = struct.Struct("<I")
 MAX_PIXELS = 1 << 28  # 16384 x 16384: larger headers are refused
 # CompressAI's rANS coder writes 32-bit words and ends every string with its 8-byte state.
 RANS_WORD, RANS_MIN_BYTES = 4, 8
@@ -57,15 +68,13 @@ class Header:
     fingerprint: int
 
     @property
-    def z_shape(self) -> tuple[int, int]:
-        return (-(-self.height // STRIDE), -(-self.width // STRIDE))
+    def geometry(self) -> Geometry:
+        return Geometry(self.height, self.width)
 
 
 def header_for(model, height: int, width: int) -> Header:
-    from .models import latent_channels
-
-    n, m = latent_channels(model.net)
-    return Header(model.architecture, n, m, height, width, model.fingerprint)
+    dims = families.dims_of(model.net)
+    return Header(model.architecture, dims["N"], dims["M"], height, width, model.fingerprint)
 
 
 def checksum(data: bytes) -> int:
@@ -74,26 +83,24 @@ def checksum(data: bytes) -> int:
     return zlib.crc32(view[HEADER.size:], zlib.crc32(view[:CRC_OFFSET]))
 
 
-def encode(model, y: torch.Tensor, z: torch.Tensor, height: int, width: int) -> bytes:
-    """Entropy-code the hard version of refined latents (batch of one) into a ``.bin``."""
-    net = model.net
+def encode(model, latents, geometry: Geometry) -> bytes:
+    """Entropy-code the hard version of refined latents (batch of one) into a ``.bin``, with the
+    model's own ``compress()``."""
     with torch.no_grad():
-        eb, gc = net.entropy_bottleneck, net.gaussian_conditional
-        z_strings = eb.compress(z)
-        z_hat = eb.decompress(z_strings, z.shape[-2:])
-        scales, means = codec.hyper_params(net, z_hat)
-        y_strings = gc.compress(y, gc.build_indexes(scales), means=means)
-    h = header_for(model, height, width)
-    payload = z_strings[0] + y_strings[0]
+        strings = model.family.compress(latents)
+    hyper = strings.pop(0) if model.family.hyper else b""
+    lengths = b"".join(LENGTH.pack(len(s)) for s in strings[:-1])
+    latent_part = lengths + b"".join(strings)
+    h = header_for(model, geometry.height, geometry.width)
     unsigned = HEADER.pack(MAGIC, VERSION, ARCH_CODES[h.architecture], h.n, h.m, h.height,
-                           h.width, h.fingerprint, len(z_strings[0]), len(y_strings[0]), 0)
-    data = bytearray(unsigned + payload)
+                           h.width, h.fingerprint, len(hyper), len(latent_part), 0)
+    data = bytearray(unsigned + hyper + latent_part)
     struct.pack_into("<I", data, CRC_OFFSET, checksum(data))
     return bytes(data)
 
 
 def parse(data: bytes, source: str = "bitstream") -> tuple[Header, bytes, bytes]:
-    """Validate a ``.bin`` and split it into (header, z string, y string).
+    """Validate a ``.bin`` and split it into (header, hyper-latent string, latent part).
 
     Integrity (length, checksum) is checked before any field is interpreted, so a flipped bit
     anywhere after the version byte is reported as corruption.
@@ -117,26 +124,50 @@ def parse(data: bytes, source: str = "bitstream") -> tuple[Header, bytes, bytes]
     names = {code: name for name, code in ARCH_CODES.items()}
     if arch not in names:
         raise SgafastError(f"{source}: unknown architecture code {arch}")
-    _check_sizes(source, n, m, height, width, z_len, y_len)
+    _check_sizes(source, n, m, height, width, families.ARCHITECTURES[names[arch]].hyper, z_len,
+                 y_len)
     payload = data[HEADER.size:]
     return Header(names[arch], n, m, height, width, fp), payload[:z_len], payload[z_len:]
 
 
-def _check_sizes(source: str, n: int, m: int, height: int, width: int, z_len: int,
-                 y_len: int) -> None:
+def _check_sizes(source: str, n: int, m: int, height: int, width: int, hyper: bool,
+                 z_len: int, y_len: int) -> None:
     """Refuse a checksummed header whose sizes no sgafast encoder writes (a crafted file)."""
     if not (1 <= height and 1 <= width and height * width <= MAX_PIXELS and n and m):
         raise SgafastError(f"{source}: invalid header (image {height}x{width}, N={n}, M={m}; "
                            f"at most {MAX_PIXELS} pixels and nonzero N, M are allowed)")
-    for name, length in (("z", z_len), ("y", y_len)):
-        if length < RANS_MIN_BYTES or length % RANS_WORD:
-            raise SgafastError(f"{source}: invalid header ({name} string of {length} bytes; "
-                               f"rANS strings are whole 4-byte words, at least 8 bytes)")
+    if not hyper and z_len:
+        raise SgafastError(f"{source}: invalid header (a hyper-latent string of {z_len} bytes "
+                           "for a model without a hyperprior)")
+    for name, length in (("z", z_len if hyper else RANS_MIN_BYTES), ("y", y_len)):
+        _check_string(source, name, length)
+
+
+def _check_string(source: str, name: str, length: int) -> None:
+    if length < RANS_MIN_BYTES or length % RANS_WORD:
+        raise SgafastError(f"{source}: invalid header ({name} string of {length} bytes; "
+                           f"rANS strings are whole 4-byte words, at least 8 bytes)")
+
+
+def split_latent_part(part: bytes, count: int, source: str) -> list[bytes]:
+    """The ``count`` strings of a latent part (see the module doc), each checked."""
+    table = LENGTH.size * (count - 1)
+    if len(part) < table:
+        raise SgafastError(f"{source}: invalid latent part ({len(part)} bytes for a table of "
+                           f"{count - 1} lengths)")
+    lengths = [LENGTH.unpack_from(part, LENGTH.size * i)[0] for i in range(count - 1)]
+    lengths.append(len(part) - table - sum(lengths))
+    strings, offset = [], table
+    for i, length in enumerate(lengths):
+        _check_string(source, f"y{i}", length)
+        strings.append(part[offset:offset + length])
+        offset += length
+    return strings
 
 
 def decode(model, data: bytes, source: str = "bitstream") -> torch.Tensor:
     """Decode a ``.bin`` with the unchanged ``model.decompress``: a (1, 3, H, W) image in [0, 1]."""
-    header, z_string, y_string = parse(data, source)
+    header, hyper, latent_part = parse(data, source)
     expected = header_for(model, header.height, header.width)
     if (header.architecture, header.n, header.m, header.fingerprint) != (
             expected.architecture, expected.n, expected.m, expected.fingerprint):
@@ -145,22 +176,15 @@ def decode(model, data: bytes, source: str = "bitstream") -> torch.Tensor:
             f"M={header.m}, fingerprint {header.fingerprint:016x}) than {model.name} "
             f"({expected.architecture}, N={expected.n}, M={expected.m}, fingerprint "
             f"{expected.fingerprint:016x}); pass the model it was encoded with to --model")
+    family, geometry = model.family, header.geometry
+    strings = split_latent_part(latent_part, family.strings_per_image() - family.hyper, source)
     device = next(model.net.parameters()).device
     with torch.no_grad():
-        out = model.net.decompress([[y_string], [z_string]], torch.Size(header.z_shape))
-    x_hat = out["x_hat"].to(device)
-    return _crop_to_header(x_hat, header, source)
-
-
-def _crop_to_header(x_hat: torch.Tensor, header: Header, source: str) -> torch.Tensor:
-    """The image area of a padded reconstruction, which must be exactly z shape x stride."""
+        x_hat = family.decompress([hyper] * family.hyper + strings, geometry.latent_size)
     padded = tuple(x_hat.shape[-2:])
-    expected = tuple(STRIDE * side for side in header.z_shape)
-    if padded != expected:
+    if padded != geometry.padded_size:
         raise SgafastError(
             f"{source}: the model decoded a {padded[0]}x{padded[1]} image where the header's "
-            f"{header.height}x{header.width} image (z {header.z_shape[0]}x{header.z_shape[1]}) "
-            f"needs {expected[0]}x{expected[1]}; the model's stride is not {STRIDE}, decode "
-            f"with the model the file was encoded with")
-    top, left = (padded[0] - header.height) // 2, (padded[1] - header.width) // 2
-    return x_hat[..., top:top + header.height, left:left + header.width]
+            f"{header.height}x{header.width} image needs {geometry.padded_size[0]}x"
+            f"{geometry.padded_size[1]}; decode with the model the file was encoded with")
+    return geometry.unpad(x_hat.to(device))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from . import families
 from . import shard as sharding
 from .errors import SgafastError
 from .io import output_folder
@@ -46,6 +47,23 @@ def number(kind=float, *, low=0.0, low_ok=False, high=math.inf):
 POSITIVE = number()
 NON_NEGATIVE = number(low_ok=True)
 COUNT = number(int, low_ok=True)
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated positive integers."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of integers") from None
+    if not all(v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"every entry must be > 0, got {text}")
+    return values
+
+
+def add_arch_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", default=None, choices=tuple(families.ARCHITECTURES), metavar="ARCH",
+                   help="the architecture of a plain CompressAI state dict whose weights fit "
+                   "several: " + ", ".join(families.ARCHITECTURES))
 
 
 def add_refine_options(p: argparse.ArgumentParser) -> None:
@@ -124,7 +142,7 @@ def cmd_refine(args) -> int:
     shard = sharding.from_environment()
     items, refused = collect(args.inputs)
     device = sharding.device_for(shard, resolve_device(args.device))
-    model = models.load(args.model, device)
+    model = models.load(args.model, device, args.arch)
     report = pipeline.refine_items(shard.take(items), outdir, model, cfg,
                                    batch_size=args.batch_size, progress=not args.quiet,
                                    overwrite=args.overwrite, label=shard.label)
@@ -172,6 +190,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         [Path(d) for d in args.dataset], Path(args.output), specs,
         evaluate.resolve_models(args.models), refine_config(args, "ssl"), crop=args.crop,
         limit=args.limit, batch_size=args.batch_size, device=resolve_device(args.device),
+        arch=args.arch,
         jpeg_qualities=qualities, progress=not args.quiet)
     print((Path(args.output) / "bd.md").read_text())
     return report_failures(result["failures"])
@@ -198,7 +217,7 @@ def cmd_decode(args) -> int:
     except OSError as exc:
         raise SgafastError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     bitstream.parse(data, str(path))  # refuse a bad file before the model loads
-    model = models.load(args.model, resolve_device(args.device))
+    model = models.load(args.model, resolve_device(args.device), args.arch)
     x_hat = bitstream.decode(model, data, str(path))
     write_png(output, x_hat[0])
     print(f"{path} -> {output} ({x_hat.shape[-1]}x{x_hat.shape[-2]})")
@@ -220,9 +239,9 @@ def decode_output(name: str) -> Path:
 def cmd_train(args) -> int:
     from .train import TrainConfig, train
 
-    cfg = TrainConfig(lmbda=args.lmbda, n=args.N, m=args.M, crop=args.crop,
-                      batch_size=args.batch_size, steps=args.steps, seed=args.seed,
-                      init=args.init)
+    cfg = TrainConfig(lmbda=args.lmbda, arch=args.arch, n=args.N, m=args.M,
+                      groups=args.groups, crop=args.crop, batch_size=args.batch_size,
+                      steps=args.steps, seed=args.seed, init=args.init)
     train(args.image_dir, args.output, cfg, resume=args.resume)
     return 0
 
@@ -250,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image files, folders (recursive) and @lists (a path per line)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--model", default="default",
-                   help="bundled name, checkpoint path or ARCH:QUALITY (default: default)")
+                   help="bundled name, checkpoint path or ARCH:QUALITY[:ms-ssim] (default: "
+                   "default)")
+    add_arch_option(p)
     p.add_argument("--method", default="ssl", choices=METHODS + ("none",))
     p.add_argument("--overwrite", action="store_true",
                    help="replace results in OUTDIR made with other settings (default: refuse)")
@@ -267,20 +288,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="PNG file to write (.png)")
     p.add_argument("--model", default="default",
                    help="the model the file was encoded with (default: default)")
+    add_arch_option(p)
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.set_defaults(func=cmd_decode)
 
-    p = sub.add_parser("train", help="train a mean-scale hyperprior base model")
+    p = sub.add_parser("train", help="train a base model of any supported architecture")
     p.add_argument("image_dir")
     p.add_argument("-o", "--output", required=True, help="model file to write")
+    p.add_argument("--arch", default="mbt2018-mean", choices=tuple(families.ARCHITECTURES),
+                   help="architecture (CompressAI's registry name; default: mbt2018-mean)")
     p.add_argument("--lmbda", type=POSITIVE, default=0.0067)
     p.add_argument("--N", type=int, default=64)
-    p.add_argument("--M", type=int, default=96)
+    p.add_argument("--M", type=int, default=96, help="latent channels (cheng2020-*: N)")
+    p.add_argument("--groups", type=int_list, default=None,
+                   help="ELIC's channel groups summing to M, e.g. 8,8,16,32,32")
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--batch-size", type=number(int, low=0), default=8)
     p.add_argument("--steps", type=int, default=15000)
     p.add_argument("--seed", type=COUNT, default=0)
-    p.add_argument("--init", default=None, help="fine-tune this model instead of a new one")
+    p.add_argument("--init", default=None,
+                   help="start every layer that fits from this model (a fine-tune)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT.train-state")
     p.set_defaults(func=cmd_train)
 
@@ -295,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "rate of its own, e.g. none,ste@1e-4,ssl,linear:3")
     p.add_argument("--models", default="ladder",
                    help="'ladder' (the bundled ladder) or a comma list of model specs")
+    add_arch_option(p)
     p.add_argument("--crop", type=int, default=None, help="centre crop size")
     p.add_argument("--limit", type=int, default=None, help="first N images only")
     p.add_argument("--jpeg", default=None,

@@ -243,7 +243,7 @@ def _save_figure(fig, path: Path) -> None:
 
 def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_names: list[str],
              base_cfg: RefineConfig, *, crop=None, limit=None, batch_size=1, device="cpu",
-             jpeg_qualities=None, progress=True) -> dict:
+             jpeg_qualities=None, progress=True, arch=None) -> dict:
     """Run every (method, model) pair, then write the curves, the BD table and the plots."""
     labels = [model_label(m) for m in model_names]
     if len(set(labels)) != len(labels):
@@ -255,7 +255,7 @@ def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_n
     jobs = tqdm(total=len(specs) * len(model_names), desc="eval", disable=not progress,
                 dynamic_ncols=True, position=0)
     for model_name, label in zip(model_names, labels):
-        model = models.load(model_name, device)
+        model = models.load(model_name, device, arch)
         for spec in specs:
             cfg = base_cfg.with_options(method=spec.method, classes=spec.classes,
                                         lr=spec.lr or base_cfg.lr)

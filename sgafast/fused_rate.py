@@ -74,7 +74,7 @@ def gaussian_bits(v: torch.Tensor, scales: torch.Tensor, means: torch.Tensor | N
                   scale_bound: float = 0.11, likelihood_bound: float = 1e-9) -> torch.Tensor:
     """(B,) float32 bits of each image of v under CompressAI's GaussianConditional.
 
-    What ``codec.bits_per_image(codec.y_likelihood(net, v, scales, means))`` computes, with
+    What ``families.base.Gaussian.of(gc).bits(v, scales, means)`` computes, with
     ``scale_bound = gc.lower_bound_scale.bound`` and ``likelihood_bound =
     gc.likelihood_lower_bound.bound`` (0 when the model has none), and LowerBound's gradients,
     in one kernel that reads v, scales and means once. Bits are summed over all but dim 0.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -16,7 +18,8 @@ from torchvision.transforms.functional import pil_to_tensor
 from .errors import SgafastError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
-STRIDE = 64  # the hyperprior's total downsampling
+STRIDE = 64  # the hyper-latents' total downsampling: images are padded to a multiple of it
+LATENT_STRIDE = 16  # y's downsampling
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 EXIF_ORIENTATION, TIFF_BITS_PER_SAMPLE, TIFF_SAMPLE_FORMAT = 0x0112, 258, 339
 
@@ -120,16 +123,41 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def pad(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-    """Pad a (B, 3, H, W) batch to a multiple of the stride; returns it and the unpad tuple."""
-    h, w = x.shape[-2:]
-    padding, unpadding = compute_padding(h, w, min_div=STRIDE)
-    return F.pad(x, padding, mode="constant", value=0), unpadding
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """An image's size and how it is padded to the models' stride (and cropped back)."""
 
+    height: int
+    width: int
 
-def unpad(x: torch.Tensor, unpadding: tuple[int, int, int, int]) -> torch.Tensor:
-    """Crop a padded batch back to the image area."""
-    return F.pad(x, unpadding)
+    @classmethod
+    def of(cls, x: torch.Tensor) -> Geometry:
+        return cls(*x.shape[-2:])
+
+    @functools.cached_property
+    def _paddings(self):
+        return compute_padding(self.height, self.width, min_div=STRIDE)
+
+    @property
+    def num_pixels(self) -> int:
+        return self.height * self.width
+
+    @property
+    def padded_size(self) -> tuple[int, int]:
+        return -(-self.height // STRIDE) * STRIDE, -(-self.width // STRIDE) * STRIDE
+
+    @property
+    def latent_size(self) -> tuple[int, int]:
+        """The (h, w) of y."""
+        return tuple(side // LATENT_STRIDE for side in self.padded_size)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """A (B, 3, H, W) batch padded with zeros to a multiple of the stride."""
+        return F.pad(x, self._paddings[0], mode="constant", value=0)
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """A padded batch cropped back to the image area."""
+        return F.pad(x, self._paddings[1])
 
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:

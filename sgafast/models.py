@@ -1,8 +1,9 @@
-"""Base codecs: build, save and load the hyperprior models that sgafast refines.
+"""Base codecs: save and load the CompressAI models that sgafast refines.
 
-A model is named by ``default`` (or another bundled name), by a checkpoint path, or by a
-CompressAI zoo name ``ARCH:QUALITY``. Only the two hyperprior architectures whose latents are
-coded in parallel are supported; anything else is refused with a message saying why.
+A model is named by ``default`` (or another bundled name), by a checkpoint path (an sgafast
+model file, or a plain CompressAI state dict whose architecture is inferred from its keys and
+shapes), or by a CompressAI zoo name ``ARCH:QUALITY[:METRIC]``. The architectures are those of
+``sgafast.families``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import os
 from pathlib import Path
 
 import torch
-from compressai.models import MeanScaleHyperprior, ScaleHyperprior
 
+from . import families
 from .errors import SgafastError
 from .io import atomic_torch_save
 
@@ -24,19 +25,11 @@ MODEL_FORMAT_VERSION = 1
 BUNDLED_DIR = Path(__file__).resolve().parent / "data" / "models"
 ALIASES = {"default": "q3"}  # the default is the ladder point at lambda = 0.0067
 
-ARCHITECTURES = {
-    "mbt2018-mean": MeanScaleHyperprior,
-    "bmshj2018-hyperprior": ScaleHyperprior,
-}
 # Buffers that update(force=True) rebuilds from the weights: never stored, never fingerprinted.
 DERIVED_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 # CompressAI's MSE-trained zoo: lambda per quality 1..8 (SPEC section 7).
 ZOO_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.18)
-UNSUPPORTED_HINT = (
-    "sgafast refines hyperprior models whose latents are coded in parallel "
-    "(mbt2018-mean, bmshj2018-hyperprior); autoregressive context models (mbt2018, "
-    "cheng2020-*) need a raster-order evaluation that is not implemented"
-)
+ZOO_METRICS = ("mse", "ms-ssim")
 
 
 @dataclasses.dataclass
@@ -48,9 +41,10 @@ class BaseModel:
     architecture: str
     lmbda: float | None
 
-    @property
-    def has_means(self) -> bool:
-        return isinstance(self.net, MeanScaleHyperprior)
+    @functools.cached_property
+    def family(self) -> families.Family:
+        """The model seen as latents to refine (sgafast.families)."""
+        return families.family_of(self.net)
 
     @functools.cached_property
     def fingerprint(self) -> int:
@@ -58,9 +52,8 @@ class BaseModel:
         return weights_fingerprint(self.net)
 
     def describe(self) -> dict:
-        n, m = latent_channels(self.net)
-        return {"name": self.name, "architecture": self.architecture, "N": n, "M": m,
-                "lmbda": self.lmbda}
+        return {"name": self.name, "architecture": self.architecture,
+                **families.dims_of(self.net), "lmbda": self.lmbda}
 
 
 def weights_fingerprint(net: torch.nn.Module) -> int:
@@ -73,33 +66,12 @@ def weights_fingerprint(net: torch.nn.Module) -> int:
     return int.from_bytes(h.digest()[:8], "little")
 
 
-def latent_channels(net: torch.nn.Module) -> tuple[int, int]:
-    """(N, M) of a hyperprior: hyper-latent channels and latent channels."""
-    return net.entropy_bottleneck.channels, net.g_a[-1].out_channels
-
-
-def architecture_of(net: torch.nn.Module) -> str:
-    """The zoo name of a supported network, or a clear refusal for anything else."""
-    for name, cls in ARCHITECTURES.items():
-        if type(net) is cls:
-            return name
-    raise SgafastError(f"{type(net).__name__} is not supported: {UNSUPPORTED_HINT}")
-
-
-def build(architecture: str, n: int, m: int) -> torch.nn.Module:
-    """A freshly initialised network of a supported architecture."""
-    if architecture not in ARCHITECTURES:
-        raise SgafastError(f"unknown architecture {architecture!r}: {UNSUPPORTED_HINT}")
-    return ARCHITECTURES[architecture](n, m)
-
-
 def save(path: str | os.PathLike, net: torch.nn.Module, *, lmbda: float, dtype=torch.float16,
          extra: dict | None = None) -> None:
     """Write a model file: parameters in ``dtype``, buffers as they are (CDF tables dropped,
     they are rebuilt on load). Buffers stay fp32: CompressAI's bounds (a 1e-9 likelihood bound,
     GDN's 1.5e-11 pedestal) underflow to 0 in fp16, and a zero likelihood bound makes the rate
     infinite on rare latents."""
-    n, m = latent_channels(net)
     parameters = {name for name, _ in net.named_parameters()}
     state = {
         k: (v.to(dtype) if k in parameters else v)
@@ -107,12 +79,13 @@ def save(path: str | os.PathLike, net: torch.nn.Module, *, lmbda: float, dtype=t
         if not k.endswith(DERIVED_BUFFERS)
     }
     payload = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION,
-               "architecture": architecture_of(net), "N": n, "M": m, "lmbda": float(lmbda),
+               "architecture": families.architecture_of(net), **families.dims_of(net),
+               "lmbda": float(lmbda),
                "state_dict": state, **(extra or {})}
     atomic_torch_save(payload, path)
 
 
-def _load_file(path: Path) -> BaseModel:
+def _read_checkpoint(path: Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
@@ -121,6 +94,11 @@ def _load_file(path: Path) -> BaseModel:
                            f"of tensors is expected; {type(exc).__name__})") from exc
     if not isinstance(payload, dict):
         raise SgafastError(f"{path}: a checkpoint must hold a dict, found {type(payload).__name__}")
+    return payload
+
+
+def _load_file(path: Path, arch: str | None = None) -> BaseModel:
+    payload = _read_checkpoint(path)
     if payload.get("format") == MODEL_FORMAT:
         if payload.get("version") != MODEL_FORMAT_VERSION:
             raise SgafastError(f"{path}: model format version {payload.get('version')} is not "
@@ -129,12 +107,23 @@ def _load_file(path: Path) -> BaseModel:
         if absent:
             raise SgafastError(f"{path}: an sgafast model file without {', '.join(absent)}; "
                                "it is damaged: save it again with sgafast train")
-        net = build(payload["architecture"], payload["N"], payload["M"])
-        state, lmbda, arch = payload["state_dict"], payload.get("lmbda"), payload["architecture"]
+        state, lmbda = payload["state_dict"], payload.get("lmbda")
+        file_arch = payload["architecture"]
+        if arch is not None and arch != file_arch:
+            raise SgafastError(f"{path}: a {file_arch} model, not {arch}; drop --arch or pass "
+                               f"--arch {file_arch}")
+        arch = file_arch
+        net = families.build(arch, {k: payload[k] for k in ("N", "M", "groups") if k in payload})
     else:  # a plain CompressAI state dict, possibly wrapped as {"state_dict": ...}
         state = payload.get("state_dict", payload)
-        net, arch = _net_from_plain_state(path, state)
+        if not isinstance(state, dict):
+            raise SgafastError(f"{path}: its state_dict is a {type(state).__name__}, not a dict")
+        net, arch = _net_from_plain_state(path, state, arch)
         lmbda = None
+    return BaseModel(_with_weights(net, state, path, arch), str(path), arch, lmbda)
+
+
+def _with_weights(net: torch.nn.Module, state, path, arch: str) -> torch.nn.Module:
     if not isinstance(state, dict):
         raise SgafastError(f"{path}: its state_dict is a {type(state).__name__}, not a dict")
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()
@@ -146,44 +135,64 @@ def _load_file(path: Path) -> BaseModel:
     missing = [k for k in net.state_dict() if k not in state and not k.endswith(DERIVED_BUFFERS)]
     if missing:
         raise SgafastError(f"{path}: checkpoint lacks {len(missing)} weights, e.g. {missing[0]}")
-    return BaseModel(net, str(path), arch, lmbda)
+    return net
 
 
-def _net_from_plain_state(path: Path, state: dict) -> tuple[torch.nn.Module, str]:
-    keys = set(state)
-    if any(k.startswith(("context_prediction", "entropy_parameters")) for k in keys):
-        raise SgafastError(f"{path}: an autoregressive model. {UNSUPPORTED_HINT}")
+def _net_from_plain_state(path: Path, state: dict, arch: str | None
+                          ) -> tuple[torch.nn.Module, str]:
+    """The architecture and sizes a plain state dict's keys and shapes fit, as CompressAI's
+    ``from_state_dict`` reads them; ``arch`` settles an ambiguous one."""
+    from compressai.zoo import load_state_dict as upgrade_keys  # older key names, renamed
+
     try:
-        n = state["g_a.0.weight"].size(0)
-        m = state["g_a.6.weight"].size(0)
-        hs_out = state["h_s.4.weight"].size(0)  # the last conv of h_s: (out, in, k, k)
-    except KeyError as exc:
-        raise SgafastError(f"{path}: not a CompressAI hyperprior state dict "
-                           f"(missing {exc}). {UNSUPPORTED_HINT}") from exc
-    arch = "mbt2018-mean" if hs_out == 2 * m else "bmshj2018-hyperprior"
-    return build(arch, n, m), arch
+        state = upgrade_keys(dict(state))
+    except Exception:  # an unrelated dict: the inference below says what is wrong
+        pass
+    candidates = families.infer(state)
+    if arch is not None:
+        if arch not in families.ARCHITECTURES:
+            raise SgafastError(f"--arch {arch}: unknown; choose one of "
+                               f"{', '.join(families.ARCHITECTURES)}")
+        candidates = [c for c in candidates if c[0] == arch]
+    if not candidates:
+        what = f"a {arch} state dict" if arch else "a state dict of a supported architecture"
+        raise SgafastError(f"{path}: not {what} (its keys and shapes fit none); supported: "
+                           f"{', '.join(families.ARCHITECTURES)}")
+    if len(candidates) > 1:
+        names = ", ".join(name for name, _ in candidates)
+        raise SgafastError(f"{path}: its weights fit {names}; say which with --arch")
+    name, dims = candidates[0]
+    return families.build(name, dims), name
 
 
 def _load_zoo(spec: str) -> BaseModel:
-    from compressai.zoo import models as zoo
+    """``ARCH:QUALITY[:METRIC]`` through CompressAI's zoo (torch hub's cache, or a download)."""
+    from compressai.zoo import image as zoo
 
-    arch, _, quality = spec.partition(":")
-    if arch not in ARCHITECTURES:
-        if arch in zoo:
-            raise SgafastError(f"zoo model {arch!r} is not supported: {UNSUPPORTED_HINT}")
-        raise SgafastError(f"unknown zoo architecture {arch!r}; supported: "
-                           f"{', '.join(ARCHITECTURES)}")
-    if not quality.isdigit() or not 1 <= int(quality) <= 8:
-        raise SgafastError(f"{spec}: quality must be an integer from 1 to 8")
+    arch, quality, *rest = spec.split(":") + [""]
+    metric = rest[0] or "mse"
+    if arch not in zoo.model_urls:
+        raise SgafastError(f"{spec}: {arch!r} has no pretrained weights in CompressAI's zoo; "
+                           f"zoo architectures: {', '.join(zoo.model_urls)}")
+    if metric not in ZOO_METRICS or len(rest) > 2:
+        raise SgafastError(f"{spec}: write ARCH:QUALITY or ARCH:QUALITY:METRIC with METRIC one "
+                           f"of {', '.join(ZOO_METRICS)}")
+    qualities = sorted(zoo.model_urls[arch][metric])
+    if not quality.isdigit() or int(quality) not in qualities:
+        raise SgafastError(f"{spec}: quality must be one of {', '.join(map(str, qualities))}")
     q = int(quality)
+    url = zoo.model_urls[arch][metric][q]
     try:
-        net = zoo[arch](quality=q, metric="mse", pretrained=True)
+        net = zoo._load_model(arch, metric, q, pretrained=True, progress=False)
     except Exception as exc:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
         raise SgafastError(
             f"{spec}: could not load CompressAI's pretrained weights ({exc}). They are "
-            "downloaded from the internet into torch hub's cache; on an offline machine put "
-            "the file there, or pass the checkpoint's path to --model") from exc
-    return BaseModel(net, spec, arch, ZOO_LAMBDAS[q - 1])
+            f"downloaded from {url} into torch hub's cache; on an offline machine put that "
+            f"file at {cached}, or pass a checkpoint's path to --model") from exc
+    # an MS-SSIM model's lambda weighs 1 - MS-SSIM, not sgafast's MSE: --lmbda must be given
+    lmbda = ZOO_LAMBDAS[q - 1] if metric == "mse" else None
+    return BaseModel(net, spec, arch, lmbda)
 
 
 def bundled_models() -> dict[str, Path]:
@@ -196,16 +205,18 @@ def ladder() -> list[str]:
     return sorted(n for n in bundled_models() if n.startswith("q"))
 
 
-def load(spec: str | os.PathLike = "default", device: str | torch.device = "cpu") -> BaseModel:
-    """Load a base model by bundled name, file path or ``ARCH:QUALITY``, ready to compress."""
+def load(spec: str | os.PathLike = "default", device: str | torch.device = "cpu",
+         arch: str | None = None) -> BaseModel:
+    """Load a base model by bundled name, file path or ``ARCH:QUALITY[:METRIC]``, ready to
+    compress; ``arch`` names the architecture of a file whose weights fit several."""
     spec_str = str(spec)
     bundled = bundled_models()
     name = ALIASES.get(spec_str, spec_str)
     if name in bundled:
-        model = _load_file(bundled[name])
+        model = _load_file(bundled[name], arch)
         model.name = name
     elif Path(spec_str).is_file():
-        model = _load_file(Path(spec_str))
+        model = _load_file(Path(spec_str), arch)
     elif ":" in spec_str:
         model = _load_zoo(spec_str)
     else:

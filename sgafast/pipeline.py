@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from . import bitstream, codec
 from .errors import SgafastError
-from .images import oriented_size, pad, read_image_with_notes, unpad
+from .images import Geometry, oriented_size, read_image_with_notes
 from .inputs import RUN_FOLDER, Item
 from .io import atomic_write_bytes, atomic_write_json, read_json
 from .metrics import msssim, psnr
@@ -73,20 +73,18 @@ def run_folder(outdir: Path) -> Path:
     return outdir / RUN_FOLDER
 
 
-def measure(model: BaseModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
+def measure(model: BaseModel, x: torch.Tensor, latents, geometry: Geometry,
             lmbda: float) -> tuple[dict, bytes]:
     """Metrics of hard latents (batch of one): bitstream and likelihood bpp, PSNR, MS-SSIM."""
-    height, width = x.shape[-2:]
-    num_pixels = height * width
+    num_pixels = geometry.num_pixels
     tick = time.perf_counter()
-    data = bitstream.encode(model, y, z, height, width)
+    data = bitstream.encode(model, latents, geometry)
     encode_seconds = time.perf_counter() - tick
     tick = time.perf_counter()
     decoded = bitstream.decode(model, data)
     decode_seconds = time.perf_counter() - tick
     with torch.no_grad():
-        _, unpadding = pad(x)
-        loss, terms = codec.hard_rd(model.net, x, y, z, lmbda, lambda t: unpad(t, unpadding))
+        loss, terms = codec.hard_rd(model.family, x, latents, lmbda, geometry)
     return {
         "bpp": 8 * len(data) / num_pixels,
         "bpp_likelihood": float(terms["bits"][0]) / num_pixels,
@@ -192,8 +190,8 @@ class _Writer:
                 failures.append(self.fail(item, refined.divergence_message()))
                 continue
             xi = x[i:i + 1]
-            base, _ = measure(self.model, xi, refined.y_base, refined.z_base, lmbda)
-            final, data = measure(self.model, xi, refined.y, refined.z, lmbda)
+            base, _ = measure(self.model, xi, refined.base, refined.geometry, lmbda)
+            final, data = measure(self.model, xi, refined.latents, refined.geometry, lmbda)
             record = _record(item, input_sha256, notes, self.model, self.cfg, self.settings,
                              refined, base, final, data)
             atomic_write_bytes(item.output(self.outdir, ".bin"), data)

@@ -20,8 +20,9 @@ from tqdm import tqdm
 
 from . import codec, step
 from .errors import SgafastError
-from .images import pad, unpad
-from .models import BaseModel, architecture_of
+from .families import architecture_of
+from .images import Geometry
+from .models import BaseModel
 from .precision import check_precision, tensor_cores
 from .rounding import Rounding
 from .schedule import TAU_RATE, default_tau_max
@@ -45,6 +46,7 @@ class RefineConfig:
     track_every: int = 100  # true R-D loss every k iterations (0: never)
     backend: str = "auto"
     compile: bool | None = None  # None: compile runs of COMPILE_FROM_ITERS iterations or more
+    # of a model whose family compiles (see Family.compiles)
     precision: str = "fp32"  # of the transforms: fp32, tf32 or bf16 (see sgafast.precision)
 
     @classmethod
@@ -92,19 +94,19 @@ class RefineConfig:
     def refines(self) -> bool:
         return self.rounding is not None and self.iters > 0
 
-    @property
-    def compiles(self) -> bool:
-        return self.compile if self.compile is not None else self.iters >= COMPILE_FROM_ITERS
+    def compiles(self, family) -> bool:
+        if self.compile is not None:
+            return self.compile
+        return family.compiles and self.iters >= COMPILE_FROM_ITERS
 
 
 @dataclasses.dataclass
 class Refined:
-    """One image's refined (continuous, padded-size) latents and its optimisation history."""
+    """One image's refined (continuous) latents and its optimisation history."""
 
-    y: torch.Tensor
-    z: torch.Tensor
-    y_base: torch.Tensor  # the amortised encoder's latents, the starting point
-    z_base: torch.Tensor
+    latents: tuple[torch.Tensor, ...]  # (y, z), or (y,) without a hyperprior; batch of one
+    base: tuple[torch.Tensor, ...]  # the amortised encoder's latents, the starting point
+    geometry: Geometry
     relaxed_loss: list[float]  # every iteration
     true_loss: list[tuple[int, float]]  # (updates so far, loss) every track_every and at the end
     seconds: float
@@ -119,7 +121,7 @@ class Refined:
         CompressAI's int32 symbols cannot overflow (its rANS coder loops forever on NaN)."""
         return self.diverged_at is None and all(
             bool(torch.isfinite(v).all() and v.abs().max() < LATENT_LIMIT)
-            for v in (self.y, self.z))
+            for v in self.latents)
 
     def divergence_message(self) -> str:
         where = f"at iteration {self.diverged_at}" if self.diverged_at is not None else ""
@@ -167,33 +169,33 @@ class Refinement:
         self.start = time.perf_counter()
         if x.is_cuda:
             torch.cuda.reset_peak_memory_stats(x.device)
-        self.net, self.x, self.cfg = model.net, x, cfg
+        self.family, self.x, self.cfg = model.family, x, cfg
         self.lmbda = lmbda_of(model, cfg)
-        x_padded, self.unpadding = pad(x)
+        self.geometry = Geometry.of(x)
         with torch.no_grad():
-            self.y0, self.z0 = codec.encode(self.net, x_padded)
-        self.y = self.y0.clone().requires_grad_(True)
-        self.z = self.z0.clone().requires_grad_(True)
+            self.base = self.family.analyse(self.geometry.pad(x))
+        self.latents = tuple(v.clone().requires_grad_(True) for v in self.base)
         self.batch = len(identities)
         self.relaxed = torch.zeros(cfg.iters if cfg.refines else 0, self.batch, device=x.device)
         self.done, self.tracked, self.stopped = 0, [], False
         self.tracking_seconds = self.warmup_seconds = 0.0
         if cfg.refines:
             seeds = torch.tensor([image_seed(cfg.seed, i) for i in identities], device=x.device)
-            problem = step.StepProblem(self.net, x, self.unpadding, seeds, cfg.rounding,
+            problem = step.StepProblem(self.family, x, self.geometry, seeds, cfg.rounding,
                                        cfg.tau_max, cfg.tau_rate, self.lmbda, cfg.backend,
-                                       codec.gaussian_bounds(self.net), cfg.precision)
-            self.relaxed_loss = step.compiled(problem) if cfg.compiles else problem.relaxed_loss
-            self.graphed = cfg.compiles and x.is_cuda
-            self.opt = _adam([self.y, self.z], cfg.lr, self.graphed)
+                                       cfg.precision)
+            compiles = cfg.compiles(self.family)
+            self.relaxed_loss = step.compiled(problem) if compiles else problem.relaxed_loss
+            self.graphed = compiles and x.is_cuda
+            self.opt = _adam(list(self.latents), cfg.lr, self.graphed)
             self.t = torch.zeros((), dtype=torch.int64, device=x.device)
 
     def track(self) -> None:
         """Append the true R-D loss after ``done`` updates (outside the step, no gradients)."""
         tick = time.perf_counter()
         with torch.no_grad(), record_function("tracking"):
-            loss, _ = codec.hard_rd(self.net, self.x, self.y, self.z, self.lmbda,
-                                lambda t: unpad(t, self.unpadding))
+            loss, _ = codec.hard_rd(self.family, self.x, self.latents, self.lmbda,
+                                    self.geometry)
         self.tracked.append((self.done, loss))
         self.tracking_seconds += time.perf_counter() - tick
 
@@ -201,7 +203,7 @@ class Refinement:
         """One update of every image's latents; the host reads nothing back."""
         if self.graphed:
             torch.compiler.cudagraph_mark_step_begin()
-        loss = self.relaxed_loss(self.y, self.z, self.t)
+        loss = self.relaxed_loss(self.latents, self.t)
         self.relaxed[self.done].copy_(loss.detach())  # before a graph replay reuses its memory
         self.opt.zero_grad(set_to_none=True)
         with record_function("backward"):
@@ -240,8 +242,8 @@ class Refinement:
         seconds = time.perf_counter() - self.start
         n = self.batch
         peak = torch.cuda.max_memory_allocated(self.x.device) // n if self.x.is_cuda else None
-        return [Refined(y=self.y[b:b + 1].detach(), z=self.z[b:b + 1].detach(),
-                        y_base=self.y0[b:b + 1], z_base=self.z0[b:b + 1],
+        return [Refined(latents=tuple(v[b:b + 1].detach() for v in self.latents),
+                        base=tuple(v[b:b + 1] for v in self.base), geometry=self.geometry,
                         relaxed_loss=relaxed_rows[b],
                         true_loss=[(i, values[b]) for i, values in tracked_rows],
                         seconds=seconds / n, tracking_seconds=self.tracking_seconds / n,
@@ -262,11 +264,12 @@ def refine_batch(model: BaseModel, x: torch.Tensor, identities: list[str],
 
 def refine(model, x: torch.Tensor, cfg: RefineConfig | None = None, *,
            identities: list[str] | None = None, **options) -> list[Refined]:
-    """Refine a batch of same-size images with a loaded or plain CompressAI hyperprior.
+    """Refine a batch of same-size images with a loaded or plain CompressAI model.
 
-    ``model`` is a :class:`~sgafast.models.BaseModel` or a CompressAI ``ScaleHyperprior`` /
-    ``MeanScaleHyperprior`` (then give ``lmbda``). ``options`` override ``cfg``: run fields
-    (``iters``, ``lr``, ``lmbda``, ...) and the rounding's (``method``, ``classes``, ``a``, ...).
+    ``model`` is a :class:`~sgafast.models.BaseModel` or a CompressAI model of a supported
+    architecture (``sgafast.families``; then give ``lmbda``, and call its ``update()``).
+    ``options`` override ``cfg``: run fields (``iters``, ``lr``, ``lmbda``, ...) and the
+    rounding's (``method``, ``classes``, ``a``, ...).
     ``identities`` name the images for their noise streams (default: their batch index).
     """
     if not isinstance(model, BaseModel):

@@ -6,6 +6,10 @@ is computed from it on the device: the step never reads a value back to the host
 one to the device, and a compiled step never recompiles as tau anneals. Compiled, it is one
 ``torch.compile`` graph forward and one backward; on CUDA it is also captured as a CUDA graph
 (``mode="reduce-overhead"``), so an iteration is a few graph launches.
+
+The model's family (``sgafast.families``) decides which latents are rounded around what, in
+which order; the step hands it a :class:`SoftRounder`, which draws each latent's noise from
+(image seed, iteration, stream) and uses the fused kernels where they run.
 """
 
 from __future__ import annotations
@@ -17,32 +21,30 @@ import torch
 from torch.profiler import record_function
 
 from . import codec, precision
+from .families import Family
 from .fused_rate import gaussian_bits
 from .fused_round_rate import sga_round_bits
-from .images import unpad
+from .images import Geometry
 from .rounding import Rounding, sga_round
 from .schedule import temperature
-
-Z_STREAM, Y_STREAM = 0, 1  # the fourth Philox counter word: which latent the noise is for
 
 
 @dataclasses.dataclass(frozen=True)
 class StepProblem:
     """What stays fixed during a batch's refinement: the model, the images and the settings."""
 
-    net: torch.nn.Module
+    family: Family
     x: torch.Tensor  # the unpadded batch, (B, 3, H, W)
-    unpadding: tuple[int, int, int, int]
+    geometry: Geometry
     seeds: torch.Tensor  # (B,) int64 image seeds on the device
     rounding: Rounding
     tau_max: float
     tau_rate: float
     lmbda: float
     backend: str
-    gaussian_bounds: tuple[float, float]  # codec.gaussian_bounds(net), read once
     precision: str = "fp32"  # of the transforms; the rounding and the rates are always fp32
 
-    def relaxed_loss(self, y: torch.Tensor, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def relaxed_loss(self, latents: tuple[torch.Tensor, ...], t: torch.Tensor) -> torch.Tensor:
         """(B,) relaxed R-D losses at iteration ``t`` (a 0-d int64 device tensor), SPEC 5.
 
         The ``record_function`` labels name the components in a profile (benchmarks/).
@@ -50,36 +52,12 @@ class StepProblem:
         with _label("rounding"):
             tau = temperature(t, method=self.rounding.method, tau_max=self.tau_max,
                               rate=self.tau_rate)
-            z_soft = sga_round(z, tau, self.rounding, center=codec.medians(self.net),
-                               seed=self.seeds, counter=_counter(t, Z_STREAM),
-                               backend=self.backend)
-        with _label("hyper-synthesis"), self.transforms():
-            scales, means = codec.hyper_params(self.net, z_soft)
-        scales, means = scales.float(), None if means is None else means.float()
-        with _label("rounding"):
-            if self.fused_rate and self.rounding.is_gumbel:
-                # one kernel each way reads y, mu, sigma once: y's rounding and its bits
-                y_soft, y_bits = sga_round_bits(
-                    y, tau, self.rounding, means=means, scales=scales, seed=self.seeds,
-                    counter=_counter(t, Y_STREAM), scale_bound=self.gaussian_bounds[0],
-                    likelihood_bound=self.gaussian_bounds[1])
-            else:
-                y_soft = sga_round(y, tau, self.rounding, center=means, seed=self.seeds,
-                                   counter=_counter(t, Y_STREAM), backend=self.backend)
-                y_bits = None
+        y_soft, bits = self.family.relaxed(latents, SoftRounder(self, tau, t),
+                                           self.hyper_transforms)
         with _label("synthesis"), self.transforms():
-            x_hat = unpad(self.net.g_s(y_soft), self.unpadding).float()
-        with _label("rates"):
-            if y_bits is None and self.fused_rate:  # one kernel each way for y's bits
-                y_bits = gaussian_bits(y_soft, scales, means,
-                                       scale_bound=self.gaussian_bounds[0],
-                                       likelihood_bound=self.gaussian_bounds[1])
-            if y_bits is None:
-                bits = codec.bits(self.net, y_soft, z_soft, scales, means)
-            else:
-                bits = codec.bits_per_image(codec.z_likelihood(self.net, z_soft)) + y_bits
+            x_hat = self.geometry.unpad(self.family.synthesis(y_soft)).float()
         return codec.rd_loss(codec.mse(x_hat, self.x), bits, self.lmbda,
-                             self.x.shape[-2] * self.x.shape[-1])
+                             self.geometry.num_pixels)
 
     @property
     def fused_rate(self) -> bool:
@@ -89,6 +67,46 @@ class StepProblem:
 
     def transforms(self):
         return precision.transforms(self.precision, self.x.device)
+
+    def hyper_transforms(self):
+        """The transforms' context, labelled "hyper-synthesis" in eager mode."""
+        if torch.compiler.is_compiling():
+            return self.transforms()
+        stack = contextlib.ExitStack()
+        stack.enter_context(record_function("hyper-synthesis"))
+        stack.enter_context(self.transforms())
+        return stack
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftRounder:
+    """The stochastic soft rounding of one iteration (``sgafast.families.base.Rounder``)."""
+
+    problem: StepProblem
+    tau: torch.Tensor
+    t: torch.Tensor
+
+    def round(self, v, center, stream):
+        p = self.problem
+        with _label("rounding"):
+            return sga_round(v, self.tau, p.rounding, center=center, seed=p.seeds,
+                             counter=_counter(self.t, stream), backend=p.backend)
+
+    def round_gaussian(self, v, scales, means, gaussian, stream):
+        p = self.problem
+        if p.fused_rate and p.rounding.is_gumbel:
+            with _label("rounding"):  # one kernel each way reads v, mu, sigma once
+                return sga_round_bits(v, self.tau, p.rounding, means=means, scales=scales,
+                                      seed=p.seeds, counter=_counter(self.t, stream),
+                                      scale_bound=gaussian.scale_bound,
+                                      likelihood_bound=gaussian.likelihood_bound)
+        soft = self.round(v, means, stream)
+        with _label("rates"):
+            if p.fused_rate:  # one kernel each way for the bits
+                return soft, gaussian_bits(soft, scales, means,
+                                           scale_bound=gaussian.scale_bound,
+                                           likelihood_bound=gaussian.likelihood_bound)
+            return soft, gaussian.bits(soft, scales, means)
 
 
 def _label(name: str):

@@ -1,4 +1,4 @@
-"""Training (or fine-tuning) a small mean-scale hyperprior base model on random crops.
+"""Training (or fine-tuning) a small base model of any supported architecture on random crops.
 
 The recipe of SPEC section 7: Adam 3e-4 dropping to 1e-4 for the last 20 % of steps, gradient
 clipping at 1.0, and CompressAI's aux loss with its own Adam at 1e-3 so the entropy bottleneck's
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import models
+from . import families, models
 from .errors import SgafastError
 from .images import list_images, read_image
 from .io import atomic_torch_save
@@ -27,8 +27,10 @@ class TrainConfig:
     """Hyper-parameters of one training run."""
 
     lmbda: float = 0.0067
+    arch: str = "mbt2018-mean"
     n: int = 64
     m: int = 96
+    groups: tuple[int, ...] | None = None  # ELIC's channel groups (None: CompressAI's default)
     crop: int = 128
     batch_size: int = 8
     steps: int = 15000
@@ -38,7 +40,7 @@ class TrainConfig:
     clip: float = 1.0
     save_every: int = 500
     seed: int = 0
-    init: str | None = None  # a model to fine-tune instead of a fresh network
+    init: str | None = None  # a model whose weights start the matching layers (a fine-tune)
 
 
 def state_path(model_path: str | os.PathLike) -> Path:
@@ -93,17 +95,29 @@ def rd_loss(net: torch.nn.Module, x: torch.Tensor, lmbda: float) -> tuple[torch.
     return lmbda * 255**2 * mse + bpp, {"bpp": bpp.detach().item(), "mse": mse.detach().item()}
 
 
+def initial_network(cfg: TrainConfig) -> torch.nn.Module:
+    """A fresh network of ``cfg.arch``; with ``cfg.init``, every layer whose name and shape
+    match starts from that model (all of them for the same architecture and sizes)."""
+    dims = {"N": cfg.n, "M": cfg.m}
+    if cfg.groups:
+        dims["groups"] = list(cfg.groups)
+    net = families.build(cfg.arch, dims)
+    if cfg.init:
+        own = net.state_dict()
+        source = models.load(cfg.init).net.state_dict()
+        shared = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+        if not shared:
+            raise SgafastError(f"--init {cfg.init}: no layer of it fits a {cfg.arch} with {dims}")
+        torch.nn.Module.load_state_dict(net, shared, strict=False)
+    return net
+
+
 def train(image_dir: str | os.PathLike, output: str | os.PathLike, cfg: TrainConfig,
           resume: bool = False) -> None:
     """Train a model and write it to ``output`` (fp16 parameters, model format of models.py)."""
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    if cfg.init:
-        net = models.load(cfg.init).net.train()
-        for p in net.parameters():
-            p.requires_grad_(True)
-    else:
-        net = models.build("mbt2018-mean", cfg.n, cfg.m).train()
+    net = initial_network(cfg).train()
     opt, aux_opt = _optimizers(net, cfg)
     start = 0
     resume_file = state_path(output)

@@ -11,9 +11,9 @@ import pytest
 import torch
 from compressai.models import MeanScaleHyperprior
 
-from sgafast import bitstream, codec, models
+from sgafast import bitstream, models
 from sgafast.errors import SgafastError
-from sgafast.images import pad
+from sgafast.images import Geometry
 from sgafast.models import BaseModel
 
 FIELDS = ["magic", "version", "arch", "n", "m", "height", "width", "fp", "z_len", "y_len", "crc"]
@@ -24,8 +24,9 @@ OFFSETS = {"arch": 5, "z_len": 26}
 def good_bin(default_model, kodak_crops):
     """The base codec's file of a real 40x70 crop (the encoder's own latents, not refined)."""
     with torch.no_grad():
-        y, z = codec.encode(default_model.net, pad(kodak_crops[:1, :, :40, :70])[0])
-    return bitstream.encode(default_model, y, z, 40, 70)
+        geometry = Geometry(40, 70)
+        latents = default_model.family.analyse(geometry.pad(kodak_crops[:1, :, :40, :70]))
+    return bitstream.encode(default_model, latents, geometry)
 
 
 def _crc(data: bytes) -> int:
@@ -63,7 +64,7 @@ def test_header_is_38_bytes_and_round_trips(good_bin, default_model):
     assert bitstream.HEADER.size == 38
     assert bitstream.HEADER.unpack_from(good_bin)[1] == 2
     header, z_string, y_string = bitstream.parse(good_bin)
-    assert (header.height, header.width, header.z_shape) == (40, 70, (1, 2))
+    assert (header.height, header.width, header.geometry.padded_size) == (40, 70, (64, 128))
     assert 38 + len(z_string) + len(y_string) == len(good_bin)
     assert header.fingerprint == models.weights_fingerprint(default_model.net)
     assert bitstream.decode(default_model, good_bin).shape == (1, 3, 40, 70)
@@ -79,7 +80,8 @@ def test_crc_covers_the_header_and_the_payload(good_bin):
     (lambda d: b"PNG\0" + d[4:], "not an sgafast bitstream"),
     (lambda d: _with_valid_header(d, version=9), "version 9"),
     (lambda d: _with_header(d, version=1), "version 1"),
-    (lambda d: _with_valid_header(d, arch=7), "unknown architecture"),
+    (lambda d: _with_valid_header(d, arch=77), "unknown architecture"),
+    (lambda d: _with_valid_header(d, arch=3), "hyper-latent string of 24 bytes for a model without"),
     (lambda d: _with_valid_header(d, height=1 << 20, width=1 << 20), "invalid header"),
     (lambda d: _with_valid_header(d, height=0), "invalid header"),
     (lambda d: _with_valid_header(d, m=0), "invalid header"),

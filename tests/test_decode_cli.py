@@ -4,18 +4,19 @@ import pytest
 import torch
 from PIL import Image
 
-from sgafast import bitstream, codec, models
+from sgafast import bitstream, models
 from sgafast.cli import main
-from sgafast.images import pad
+from sgafast.images import Geometry
 
 
 @pytest.fixture(scope="module")
 def good_bin(tmp_path_factory, default_model, kodak_crops):
     """A real 40x70 ``.bin`` of the default model."""
     with torch.no_grad():
-        y, z = codec.encode(default_model.net, pad(kodak_crops[:1, :, :40, :70])[0])
+        geometry = Geometry(40, 70)
+        latents = default_model.family.analyse(geometry.pad(kodak_crops[:1, :, :40, :70]))
     path = tmp_path_factory.mktemp("bins") / "good.bin"
-    path.write_bytes(bitstream.encode(default_model, y, z, 40, 70))
+    path.write_bytes(bitstream.encode(default_model, latents, geometry))
     return path
 
 

@@ -5,7 +5,7 @@ import torch
 from compressai.models import (JointAutoregressiveHierarchicalPriors, MeanScaleHyperprior,
                                ScaleHyperprior)
 
-from sgafast import models
+from sgafast import families, models
 from sgafast.errors import SgafastError
 
 
@@ -36,13 +36,13 @@ def test_plain_compressai_state_dicts_load(tmp_path, cls, arch):
     torch.save({"state_dict": net.state_dict()}, tmp_path / "ckpt.pth.tar")
     loaded = models.load(tmp_path / "ckpt.pth.tar")
     assert loaded.architecture == arch and loaded.lmbda is None
-    assert models.latent_channels(loaded.net) == (16, 24)
+    assert families.dims_of(loaded.net) == {"N": 16, "M": 24}
 
 
-def test_autoregressive_checkpoint_is_refused(tmp_path):
+def test_autoregressive_checkpoint_loads(tmp_path):
     torch.save(JointAutoregressiveHierarchicalPriors(16, 24).state_dict(), tmp_path / "ar.pt")
-    with pytest.raises(SgafastError, match="autoregressive"):
-        models.load(tmp_path / "ar.pt")
+    loaded = models.load(tmp_path / "ar.pt")
+    assert loaded.architecture == "mbt2018" and loaded.describe()["M"] == 24
 
 
 class NotWeights:
@@ -70,9 +70,11 @@ def test_bad_checkpoints_are_refused(tmp_path, content):
 
 
 @pytest.mark.parametrize("spec,message", [("nosuchmodel", "no such file"),
-                                          ("cheng2020-anchor:3", "not supported"),
+                                          ("cheng2020-anchor:7", "quality must be one of 1"),
+                                          ("elic2022-official:1", "no pretrained weights"),
+                                          ("mbt2018:3:psnr", "METRIC one of mse, ms-ssim"),
                                           ("mbt2018-mean:9", "quality"),
-                                          ("foo:1", "unknown zoo")])
+                                          ("foo:1", "zoo architectures: bmshj2018")])
 def test_bad_model_names_are_refused(spec, message):
     with pytest.raises(SgafastError, match=message):
         models.load(spec)

@@ -1,7 +1,6 @@
 """The fused Gaussian-conditional rate kernel against CompressAI's own GaussianConditional."""
 
 import math
-import types
 
 import pytest
 import torch
@@ -9,8 +8,8 @@ import triton
 import triton.language as tl
 from compressai.entropy_models import GaussianConditional
 
-from sgafast import codec
 from sgafast.errors import SgafastError
+from sgafast.families.base import Gaussian
 from sgafast.fused_rate import gaussian_bits
 from sgafast.kernels import gaussian_rate as kernels
 from sgafast.kernels.gaussian_rate import _gaussian_bits
@@ -23,15 +22,14 @@ RESIDUALS = [0.0, 0.25, 0.5, -0.5, 0.75, 1.0, -2.0, 5.0, 40.0, 1e3, -1e5, 3e7]
 
 
 def compressai(v, scales, means, grad_bits, dtype, scale_bound=0.11, likelihood_bound=1e-9):
-    """(bits, grad v, grad scales, grad means) by CompressAI through codec.y_likelihood and
-    codec.bits_per_image, on the inputs cast to dtype. Its bounds are fp32 buffers, as in a
+    """(bits, grad v, grad scales, grad means) by CompressAI through Gaussian.bits (CompressAI's
+    _likelihood and LowerBound), on the inputs cast to dtype. Its bounds are fp32 buffers, as in a
     model: float64 casts them (exactly), lower precisions keep them, and torch promotes."""
     gc = GaussianConditional(None, scale_bound=scale_bound, likelihood_bound=likelihood_bound)
     gc = gc.to(DEVICE, torch.float64 if dtype == torch.float64 else torch.float32)
-    net = types.SimpleNamespace(gaussian_conditional=gc)
     leaves = [None if t is None else t.to(DEVICE, dtype).detach().requires_grad_()
               for t in (v, scales, means)]
-    bits = codec.bits_per_image(codec.y_likelihood(net, *leaves))
+    bits = Gaussian.of(gc).bits(*leaves)
     bits.backward(grad_bits.to(DEVICE, bits.dtype))
     return bits.detach(), *(None if t is None else t.grad for t in leaves)
 

@@ -1,14 +1,14 @@
 """The fused rounding-rate op against sga_round followed by CompressAI's Gaussian conditional."""
 
 import math
-import types
 
 import pytest
 import torch
 from compressai.entropy_models import GaussianConditional
 
-from sgafast import Rounding, codec, sga_round
+from sgafast import Rounding, sga_round
 from sgafast.errors import SgafastError
+from sgafast.families.base import Gaussian
 from sgafast.fused_rate import gaussian_bits
 from sgafast.fused_round_rate import sga_round_bits
 from sgafast.kernels import round_rate as kernels
@@ -48,12 +48,12 @@ def scale_bound(dtype):
 def composition(y, means, scales, grad_y_soft, grad_bits, rounding, dtype, bound,
                 backend="torch"):
     """(y_soft, bits, grad y, grad means, grad scales) of sga_round in dtype, then the bits of
-    y_soft: CompressAI's, via codec.y_likelihood and codec.bits_per_image, in float64 for
+    y_soft: CompressAI's, via Gaussian.bits, in float64 for
     float64, else in fp32 (its bounds are fp32 buffers); with ``backend="triton"``, today's two
     kernels, sga_round's and gaussian_bits'."""
     rate_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     gc = GaussianConditional(None, scale_bound=bound, likelihood_bound=LIKELIHOOD_BOUND)
-    net = types.SimpleNamespace(gaussian_conditional=gc.to(DEVICE, rate_dtype))
+    gaussian = Gaussian.of(gc.to(DEVICE, rate_dtype))
     leaves = [None if t is None else t.to(DEVICE, dtype).detach().requires_grad_()
               for t in (y, means, scales)]
     y_, mu, sigma = leaves
@@ -63,9 +63,8 @@ def composition(y, means, scales, grad_y_soft, grad_bits, rounding, dtype, bound
         bits = gaussian_bits(y_soft, sigma, mu, scale_bound=bound,
                              likelihood_bound=LIKELIHOOD_BOUND)
     else:
-        bits = codec.bits_per_image(codec.y_likelihood(
-            net, y_soft.to(rate_dtype), sigma.to(rate_dtype),
-            None if mu is None else mu.to(rate_dtype)))
+        bits = gaussian.bits(y_soft.to(rate_dtype), sigma.to(rate_dtype),
+                             None if mu is None else mu.to(rate_dtype))
     torch.autograd.backward([y_soft, bits], [grad_y_soft.to(DEVICE, dtype),
                                              grad_bits.to(DEVICE, bits.dtype)])
     return y_soft.detach(), bits.detach(), *(None if t is None else t.grad for t in leaves)
@@ -148,8 +147,8 @@ def test_matches_the_composition(method, classes, dtype):
     # the inputs reach both bounds: scales below 0.11 and likelihoods at 1e-9 (29.9 bits)
     assert (scales < scale_bound(dtype)).any()
     gc = GaussianConditional(None, likelihood_bound=LIKELIHOOD_BOUND).double()
-    likelihood = codec.y_likelihood(types.SimpleNamespace(gaussian_conditional=gc),
-                                    ref64[0].cpu().double(), scales.double(), means.double())
+    likelihood = gc.likelihood_lower_bound(gc._likelihood(ref64[0].cpu().double(),
+                                                          scales.double(), means.double()))
     assert (likelihood == gc.likelihood_lower_bound.bound).any()
 
 

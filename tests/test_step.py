@@ -126,8 +126,10 @@ def test_an_unknown_precision_is_refused():
 
 
 def test_huge_finite_latents_are_not_handed_to_the_coder():
+    from sgafast.images import Geometry
     from sgafast.refine import LATENT_LIMIT, Refined
 
     ok, huge = torch.zeros(1, 2, 3, 3), torch.full((1, 2, 3, 3), 2 * LATENT_LIMIT)
-    make = lambda y: Refined(y, ok, ok, ok, [], [], 0.0, 0.0, 0.0, None)  # noqa: E731
+    make = lambda y: Refined((y, ok), (ok, ok), Geometry(48, 48), [], [], 0.0, 0.0, 0.0,  # noqa: E731
+                             None)
     assert make(ok).codable and not make(huge).codable

@@ -16,7 +16,7 @@ TINY = ["--N", "8", "--M", "12", "--crop", "64", "--batch-size", "2", "--steps",
 def test_train_writes_a_loadable_model(tmp_path):
     assert main(["train", str(IMAGES), "-o", str(tmp_path / "m.pt"), *TINY]) == 0
     model = models.load(tmp_path / "m.pt")
-    assert model.lmbda == 0.0067 and models.latent_channels(model.net) == (8, 12)
+    assert model.lmbda == 0.0067 and model.describe()["N"] == 8 and model.describe()["M"] == 12
     meta = torch.load(tmp_path / "m.pt", weights_only=True)["training"]
     assert meta["steps"] == 5
 
