@@ -153,11 +153,15 @@ def _net_from_plain_state(path: Path, state: dict, arch: str | None
         if arch not in families.ARCHITECTURES:
             raise SgafastError(f"--arch {arch}: unknown; choose one of "
                                f"{', '.join(families.ARCHITECTURES)}")
-        candidates = [c for c in candidates if c[0] == arch]
+        fitting = [c for c in candidates if c[0] == arch]
+        if not fitting:
+            others = ", ".join(name for name, _ in candidates) or "no supported architecture"
+            raise SgafastError(f"{path}: not a state dict of {arch}: its keys and shapes fit "
+                               f"{others}")
+        candidates = fitting
     if not candidates:
-        what = f"a {arch} state dict" if arch else "a state dict of a supported architecture"
-        raise SgafastError(f"{path}: not {what} (its keys and shapes fit none); supported: "
-                           f"{', '.join(families.ARCHITECTURES)}")
+        raise SgafastError(f"{path}: not a state dict of a supported architecture (its keys "
+                           f"and shapes fit none); supported: {', '.join(families.ARCHITECTURES)}")
     if len(candidates) > 1:
         names = ", ".join(name for name, _ in candidates)
         raise SgafastError(f"{path}: its weights fit {names}; say which with --arch")

@@ -1,4 +1,4 @@
-"""What refinement sees of a CompressAI model: its latents, how each is rounded and rated, its coder.
+"""What refinement sees of a CompressAI model: latents, how each is rounded and rated, its coder.
 
 A :class:`Family` is built on the model's own modules and never copies its forward code. The
 rounding itself is a *rounder* handed in by the caller: the step's stochastic soft rounding

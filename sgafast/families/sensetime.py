@@ -145,13 +145,11 @@ class ChannelGroups(Checkerboard):
         last = state.get("latent_codec.hyper.h_s.4.weight")
         if last is None:
             return []
-        # Chandelier's h_s ends in a conv to 2M channels, the official one in a deconv
-        candidates = []
-        if last.size(0) == 2 * dims["M"]:
-            candidates.append(("elic2022-chandelier", dims))
-        if last.size(0) == dims["N"] * 3 // 2:
-            candidates.append(("elic2022-official", dims))
-        return candidates
+        # h_s ends in Chandelier's conv (3N/2 -> 2M) or the official deconv (3N/2 -> 2N)
+        n, m = dims["N"], dims["M"]
+        shapes = {"elic2022-chandelier": (2 * m, n * 3 // 2),
+                  "elic2022-official": (n * 3 // 2, 2 * n)}
+        return [(name, dims) for name, shape in shapes.items() if tuple(last.shape[:2]) == shape]
 
     def round_y(self, y, side, rounder):
         groups = self.net.latent_codec["y"]
