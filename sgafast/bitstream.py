@@ -165,8 +165,8 @@ def split_latent_part(part: bytes, count: int, source: str) -> list[bytes]:
     return strings
 
 
-def decode(model, data: bytes, source: str = "bitstream") -> torch.Tensor:
-    """Decode a ``.bin`` with the unchanged ``model.decompress``: a (1, 3, H, W) image in [0, 1]."""
+def _checked(model, data: bytes, source: str) -> tuple[Header, list[bytes]]:
+    """The header and the strings (the ``.bin``'s order) of a file checked against ``model``."""
     header, hyper, latent_part = parse(data, source)
     expected = header_for(model, header.height, header.width)
     if (header.architecture, header.n, header.m, header.fingerprint) != (
@@ -176,11 +176,25 @@ def decode(model, data: bytes, source: str = "bitstream") -> torch.Tensor:
             f"M={header.m}, fingerprint {header.fingerprint:016x}) than {model.name} "
             f"({expected.architecture}, N={expected.n}, M={expected.m}, fingerprint "
             f"{expected.fingerprint:016x}); pass the model it was encoded with to --model")
-    family, geometry = model.family, header.geometry
+    family = model.family
     strings = split_latent_part(latent_part, family.strings_per_image() - family.hyper, source)
+    return header, [hyper] * family.hyper + strings
+
+
+def decompress_args(model, data: bytes, source: str = "bitstream"):
+    """(strings, shape) of a checked ``.bin``: what CompressAI's own ``model.net.decompress``
+    takes, for decoding without sgafast's decoder (its output is the padded image)."""
+    header, strings = _checked(model, data, source)
+    return model.family.decompress_args(strings, header.geometry.latent_size)
+
+
+def decode(model, data: bytes, source: str = "bitstream") -> torch.Tensor:
+    """Decode a ``.bin`` with the unchanged ``model.decompress``: a (1, 3, H, W) image in [0, 1]."""
+    header, strings = _checked(model, data, source)
+    geometry = header.geometry
     device = next(model.net.parameters()).device
     with torch.no_grad():
-        x_hat = family.decompress([hyper] * family.hyper + strings, geometry.latent_size)
+        x_hat = model.family.decompress(strings, geometry.latent_size)
     padded = tuple(x_hat.shape[-2:])
     if padded != geometry.padded_size:
         raise SgafastError(

@@ -78,16 +78,22 @@ def pngs(tmp_path, kodak_crops):
     return folder, torch.stack([read_image(folder / f"{name}.png") for name in "ab"])
 
 
-def decompress_directly(model, data: bytes) -> torch.Tensor:
-    """The model's own decompress() on a .bin's strings, put in CompressAI's order (y's strings,
-    then z's) without sgafast's decoder; the unpadded image."""
+def compressai_strings(data: bytes) -> list[list[bytes]]:
+    """A .bin's strings in CompressAI's order (y's strings, then z's), split by the test."""
     header, z_string, latent_part = bitstream.parse(data)
     strings = bitstream.split_latent_part(latent_part, y_string_count(header.architecture), "test")
     if header.architecture not in FACTORIZED:
         strings.append(z_string)
+    return [[s] for s in strings]
+
+
+def decompress_directly(model, data: bytes) -> torch.Tensor:
+    """The model's own decompress() on a .bin's strings without sgafast's decoder; the unpadded
+    image."""
+    header = bitstream.parse(data)[0]
     shape = model.family.coder_shape(header.geometry.latent_size)
     with torch.no_grad():
-        x_hat = model.net.decompress([[s] for s in strings], shape)["x_hat"]
+        x_hat = model.net.decompress(compressai_strings(data), shape)["x_hat"]
     return header.geometry.unpad(x_hat)
 
 
@@ -122,6 +128,9 @@ def test_bitstream_is_what_the_models_own_decompress_decodes(tiny, kodak_crops, 
         expected = res.geometry.unpad(model.net.g_s(y_hat).clamp(0, 1))
     assert y_hat.round().unique().numel() > 2  # not one symbol: wrong latents would show
     assert torch.equal(decompress_directly(model, data), expected)
+    strings, shape = bitstream.decompress_args(model, data)  # the arguments for a user's decoder
+    assert strings == compressai_strings(data)
+    assert shape == model.family.coder_shape(res.geometry.latent_size)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

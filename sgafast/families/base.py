@@ -162,14 +162,26 @@ class Family:
 
     # -- coder ------------------------------------------------------------------------------
     def compress(self, latents) -> list[bytes]:
-        """The model's own ``compress()`` fed with these latents (batch of one): its strings in
-        its order."""
+        """The model's own ``compress()`` fed with these latents (batch of one): its strings,
+        the hyper-latent's first (the order they are decoded in, and the ``.bin``'s)."""
+        with quiet_coder():
+            strings = [s[0] for s in self.coder_strings(latents)]
+        return strings[-1:] + strings[:-1] if self.hyper else strings
+
+    def coder_strings(self, latents) -> list[list[bytes]]:
+        """The ``strings`` of the model's own ``compress()`` fed with these latents."""
         raise NotImplementedError
 
+    def decompress_args(self, strings: list[bytes], latent_size: tuple[int, int]):
+        """(strings, shape): the arguments of the model's own ``decompress()`` for strings in
+        the ``.bin``'s order and a y of ``latent_size`` (h, w)."""
+        ordered = strings[1:] + strings[:1] if self.hyper else strings
+        return [[s] for s in ordered], self.coder_shape(latent_size)
+
     def decompress(self, strings: list[bytes], latent_size: tuple[int, int]) -> torch.Tensor:
-        """The unchanged ``decompress()``: a padded (1, 3, H, W) image; ``latent_size`` is the
-        (h, w) of y."""
-        return self.net.decompress([[s] for s in strings], self.coder_shape(latent_size))["x_hat"]
+        """The unchanged ``decompress()``: a padded (1, 3, H, W) image."""
+        with quiet_coder():
+            return self.net.decompress(*self.decompress_args(strings, latent_size))["x_hat"]
 
     def coder_shape(self, latent_size: tuple[int, int]):
         """The ``shape`` argument ``decompress()`` takes, for a y of ``latent_size``."""

@@ -54,9 +54,9 @@ class Factorized(Family):
         y_soft = rounder.round(y, medians(eb), Y_STREAM)
         return y_soft, bottleneck_bits(eb, y_soft)
 
-    def compress(self, latents):
+    def coder_strings(self, latents):
         (y,) = latents
-        return [strings[0] for strings in replaced(self.net, g_a=Given(y)).compress(y)["strings"]]
+        return replaced(self.net, g_a=Given(y)).compress(y)["strings"]
 
     def coder_shape(self, latent_size):
         return torch.Size(latent_size)
@@ -117,18 +117,9 @@ class Hyperprior(Factorized):
         y_soft, y_bits = rounder.round_gaussian(y, scales, means, self.gaussian, Y_STREAM)
         return y_soft, bottleneck_bits(self.net.entropy_bottleneck, z_soft) + y_bits
 
-    def compress(self, latents):
+    def coder_strings(self, latents):
         y, z = latents
-        shell = replaced(self.net, g_a=Given(y), h_a=Given(z))
-        with quiet_coder():
-            y_strings, z_strings = shell.compress(y)["strings"]
-        return [z_strings[0], y_strings[0]]  # the hyper-latent first, as it is decoded
-
-    def decompress(self, strings, latent_size):
-        z_string, y_string = strings
-        with quiet_coder():
-            out = self.net.decompress([[y_string], [z_string]], self.coder_shape(latent_size))
-        return out["x_hat"]
+        return replaced(self.net, g_a=Given(y), h_a=Given(z)).compress(y)["strings"]
 
     def coder_shape(self, latent_size):
         return torch.Size(-(-side // HYPER_STRIDE) for side in latent_size)

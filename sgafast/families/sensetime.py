@@ -86,19 +86,13 @@ class Checkerboard(Family):
             bits = bits + half_bits
         return cb.embed(torch.stack(halves)), bits
 
-    def compress(self, latents):
+    def coder_strings(self, latents):
         y, z = latents
         codec = self.net.latent_codec
         hyper = replaced(self.hyper_codec, h_a=Given(z))
         shell = replaced(codec, hyper=hyper)
         shell.latent_codec = {**codec.latent_codec, "hyper": hyper}
-        strings = shell.compress(y)["strings"]
-        return [strings[-1][0]] + [s[0] for s in strings[:-1]]  # z first, as it is decoded
-
-    def decompress(self, strings, latent_size):
-        z_string, *y_strings = strings
-        ordered = [[s] for s in y_strings] + [[z_string]]
-        return self.net.decompress(ordered, self.coder_shape(latent_size))["x_hat"]
+        return shell.compress(y)["strings"]
 
     def coder_shape(self, latent_size):
         hyper = torch.Size(-(-side // HYPER_STRIDE) for side in latent_size)
