@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from compressai.layers import MaskedConv2d
 from compressai.zoo import image as zoo
 from torch import nn
 
@@ -263,3 +264,26 @@ def test_cli_refines_and_decodes_with_a_plain_state_dict(tiny, pngs, tmp_path, a
     assert record["settings"]["model"]["architecture"] == arch and record["iterations"] == 3
     assert read_image(decoded).shape == (3, H, W)
     assert psnr(x[:1], read_image(decoded)[None]) == pytest.approx(record["psnr"], abs=1e-9)
+
+
+@pytest.mark.parametrize("arch", ["mbt2018", "cheng2020-anchor-checkerboard",
+                                  "elic2022-chandelier"])
+def test_masked_convolutions_never_rewrite_their_weights(tiny, kodak_crops, arch):
+    """CompressAI's MaskedConv2d re-assigns weight.data on every call, freeing the storage the
+    pipeline's coder thread may be reading; sgafast's calls leave the weights where they are."""
+    model = tiny[arch]
+    masked = [m for m in model.net.modules() if isinstance(m, MaskedConv2d)]
+    pointers = [m.weight.data_ptr() for m in masked]
+    (res,) = refine_batch(model, kodak_crops[:1, :, :H, :W], ["a"], CFG)
+    bitstream.decode(model, bitstream.encode(model, res.latents, res.geometry))
+    assert masked and [m.weight.data_ptr() for m in masked] == pointers
+
+
+def test_a_masked_convolution_still_masks():
+    conv = MaskedConv2d(3, 4, kernel_size=5, padding=2)
+    x = torch.randn(2, 3, 9, 11)
+    with torch.no_grad():
+        conv.weight.normal_()  # nonzero where the mask is zero too
+        expected = torch.nn.functional.conv2d(x, conv.weight * conv.mask, conv.bias, padding=2)
+        families.base.without_weight_rewrites(conv)
+        assert torch.equal(conv(x), expected)

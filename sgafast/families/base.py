@@ -12,10 +12,12 @@ import contextlib
 import copy
 import dataclasses
 import math
+import types
 import warnings
 from typing import ClassVar, Protocol
 
 import torch
+from compressai.layers import MaskedConv2d
 from torch import nn
 
 LOG2 = math.log(2)
@@ -115,6 +117,21 @@ def quiet_coder():
         yield
 
 
+def _masked_conv(self, x: torch.Tensor) -> torch.Tensor:
+    """MaskedConv2d's forward without rewriting its weight (``weight.data = weight * mask``)."""
+    return self._conv_forward(x, self.weight * self.mask, self.bias)
+
+
+def without_weight_rewrites(net: nn.Module) -> None:
+    """Make ``net``'s masked convolutions leave their weights alone: CompressAI's re-assigns
+    ``weight.data`` on every call, which frees the storage another thread may be reading (the
+    pipeline codes one image while it refines the next), so the encoder and the decoder could
+    see different weights. The result of a call is unchanged: the mask is applied either way."""
+    for module in net.modules():
+        if isinstance(module, MaskedConv2d):
+            module.forward = types.MethodType(_masked_conv, module)
+
+
 class Family:
     """One family of CompressAI image codecs, seen as latents to refine (see the module doc).
 
@@ -127,6 +144,7 @@ class Family:
 
     def __init__(self, net: nn.Module):
         self.net = net
+        without_weight_rewrites(net)
 
     # -- structure --------------------------------------------------------------------------
     @classmethod
