@@ -6,7 +6,7 @@ import warnings
 warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated",
                         category=FutureWarning)
 
-from . import bitstream, images
+from . import bitstream, families, images
 from .errors import SgafastError
 from .models import BaseModel
 from .models import load as load_model
@@ -15,6 +15,6 @@ from .refine import RefineConfig, Refined, refine
 from .rounding import Rounding, sga_round
 from .schedule import temperature
 
-__all__ = ["bitstream", "images", "BaseModel", "RefineConfig", "Refined", "Rounding",
+__all__ = ["bitstream", "families", "images", "BaseModel", "RefineConfig", "Refined", "Rounding",
            "SgafastError", "gumbel_noise", "load_model", "refine", "sga_round", "temperature"]
 __version__ = "0.1.0"
