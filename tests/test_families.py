@@ -287,3 +287,16 @@ def test_a_masked_convolution_still_masks():
         expected = torch.nn.functional.conv2d(x, conv.weight * conv.mask, conv.bias, padding=2)
         families.base.without_weight_rewrites(conv)
         assert torch.equal(conv(x), expected)
+
+
+@pytest.mark.slow
+def test_a_compiled_raster_step_gives_the_eager_result(tiny, kodak_crops):
+    """Raster AR models compile by default (their masked convolutions no longer write)."""
+    model = tiny["mbt2018"]
+    assert RefineConfig(iters=500).compiles(model.family)
+    x = kodak_crops[:1, :, :H, :W]
+    eager, compiled = (refine_batch(model, x, ["a"], RefineConfig(iters=6, track_every=3,
+                                                                  compile=flag))[0]
+                       for flag in (False, True))
+    torch.testing.assert_close(compiled.relaxed_loss, eager.relaxed_loss, rtol=1e-4, atol=0)
+    assert compiled.true_loss[-1][1] == pytest.approx(eager.true_loss[-1][1], rel=1e-4)

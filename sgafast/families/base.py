@@ -140,7 +140,7 @@ class Family:
 
     architectures: ClassVar[dict[str, type]] = {}  # CompressAI registry name -> class
     hyper: ClassVar[bool] = True  # whether there is a hyper-latent z (coded first)
-    compiles: ClassVar[bool] = False  # whether compile="auto" compiles its step (measured)
+    compiles: ClassVar[bool] = False  # whether compile="auto" compiles its step (where it pays)
 
     def __init__(self, net: nn.Module):
         self.net = net
