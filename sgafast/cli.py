@@ -349,8 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sgafast: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("sgafast: interrupted; finished images are written, and the same command "
-              "resumes the run", file=sys.stderr)
+        resume = ("the training state of the last save is kept; the same command with --resume "
+                  "continues" if args.command == "train" else
+                  "finished images are written, and the same command resumes the run")
+        print(f"sgafast: interrupted; {resume}", file=sys.stderr)
         return 130
 
 
