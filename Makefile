@@ -27,7 +27,8 @@ test: venv
 	$(BIN)/python -m pytest
 
 bench: venv
-	$(BIN)/python -m pytest benchmarks/bench_rounding.py --benchmark-enable --benchmark-only
+	$(BIN)/python -m pytest benchmarks/bench_sga_round.py benchmarks/bench_gaussian_bits.py \
+		benchmarks/bench_sga_round_bits.py --benchmark-enable --benchmark-only
 
 # end-to-end throughput against the official-style loop (CPU; the README's table)
 bench-e2e: venv

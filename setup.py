@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["sgafast", "sgafast.families", "sgafast.kernels"],
+    packages=["sgafast", "sgafast.families", "sgafast.kernels", "sgafast.ops"],
     package_dir={"sgafast": "sgafast", "sgafast.kernels": "kernels"},
     package_data={"sgafast": ["data/models/*.pt", "data/models/*.md", "data/images/*.png"]},
     install_requires=[

@@ -3,7 +3,7 @@
     python benchmarks/gpu_suite.py --out DIR [--budget SECONDS] [--quick]
 
 1. correctness on the GPU against the reference on the same noise (explicit and seeded), with
-   the rule of tests/test_kernels.py, and the int64 offsets above 2^32 elements;
+   the tolerance rule of tests/helpers.py, and the int64 offsets above 2^32 elements;
 2. timing, side by side: the eager reference and ``torch.compile`` of the reference, both
    drawing their noise with the Philox twin (inside the compiled graph, as the loop must), and
    the fused op
@@ -24,6 +24,7 @@ import json
 import math
 import platform
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -31,12 +32,16 @@ import torch
 import triton
 import triton.testing
 
-from sgafast import reference, sga_round
-from sgafast.kernels import sga_round as kernels
-from sgafast.noise import logistic_from_uniform, packed_words, uint_to_uniform
-from sgafast.rounding import DEFAULT_A, THREE_CLASS_METHODS, TWO_CLASS_METHODS
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' helpers
+from helpers import GUMBEL, relative_errors, tolerance, within_tolerance  # noqa: E402
 
-GUMBEL = [(m, 2) for m in TWO_CLASS_METHODS] + [(m, 3) for m in THREE_CLASS_METHODS]
+from sgafast import sga_round
+from sgafast.kernels import launch
+from sgafast.kernels import sga_round as kernels
+from sgafast.ops import reference
+from sgafast.ops.noise import logistic_from_uniform, packed_words, uint_to_uniform
+from sgafast.ops.rounding import DEFAULT_A
+
 TAU = 0.5
 METHOD = dict(method="ssl", classes=2, a=DEFAULT_A[2], r=0.98, n=1.5)  # SGA+'s best, the default
 SIZES = [(batch, channels, 32, 48) for channels in (192, 320) for batch in (1, 8, 24)]
@@ -45,7 +50,6 @@ DEVICE = torch.device("cuda")
 TAU_T = torch.tensor([TAU], device=DEVICE)  # the launchers take tau and the counter on the device
 COUNTER = torch.tensor([5, 1], device=DEVICE)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-ULPS = 8  # as tests/test_kernels.py
 
 
 class Report:
@@ -96,12 +100,6 @@ def evaluate(v, center, grad_out, **kwargs):
     return out.detach(), v.grad, center.grad
 
 
-def relative_errors(kernel, same, ref64) -> tuple[float, float]:
-    """Worst errors of the kernel and of PyTorch at its dtype, relative to 1 + |ref64|."""
-    scale = 1 + ref64.abs()
-    return tuple(((x.double() - ref64).abs() / scale).max().item() for x in (kernel, same))
-
-
 def check_against_reference(report: Report):
     """Every method, fp32/fp16/bf16, explicit and seeded noise: output, grad v, grad center."""
     gen = torch.Generator().manual_seed(0)
@@ -122,16 +120,14 @@ def check_against_reference(report: Report):
                                  classes=classes, backend=backend, **source)
                         for dt, backend in [(dtype, "triton"), (dtype, "torch"),
                                             (torch.float64, "torch")]]
-                eps = torch.finfo(dtype).eps
                 for what, k, t, r in zip(["output", "grad_v", "grad_center"], *runs):
                     worst, worst_torch = relative_errors(k, t, r)
-                    passed = worst <= 2 * worst_torch + ULPS * eps and (
-                        dtype == torch.float32 or worst <= 2 * eps)
+                    passed = within_tolerance(worst, worst_torch, **tolerance(dtype))
                     ok &= passed
                     report.add("correctness", dict(
                         method=method, classes=classes, noise=source_name,
                         dtype=str(dtype)[6:], tensor=what, worst_rel_error=worst,
-                        torch_worst_rel_error=worst_torch, eps=eps, passed=passed))
+                        torch_worst_rel_error=worst_torch, passed=passed))
     log(f"correctness against the reference: {'PASS' if ok else 'FAIL'}")
     return ok
 
@@ -210,8 +206,8 @@ def providers(v: torch.Tensor, grad_out: torch.Tensor, compiled):
     soft = dict(method=METHOD["method"], classes=2, a=METHOD["a"], r=METHOD["r"], n=METHOD["n"])
     seeds = torch.tensor([7], device=DEVICE)
     leaf = v.detach().requires_grad_()
-    block, warps = kernels.launch_config(v.numel(), v.device)
-    launch = dict(**soft, seeds=seeds, counter=COUNTER, block=block, num_warps=warps)
+    block, warps = launch.launch_config(v.numel(), v.device)
+    launch_args = dict(**soft, seeds=seeds, counter=COUNTER, block=block, num_warps=warps)
 
     def with_grad(f):
         return lambda: torch.autograd.grad(f(leaf), leaf, grad_out)
@@ -226,14 +222,14 @@ def providers(v: torch.Tensor, grad_out: torch.Tensor, compiled):
         return sga_round(x, TAU, seed=seeds, backend="triton", **METHOD)
 
     def launcher_both():
-        kernels.sga_round_forward(v, TAU_T, **launch)
-        return kernels.sga_round_backward(grad_out, v, TAU_T, **launch)
+        kernels.sga_round_forward(v, TAU_T, **launch_args)
+        return kernels.sga_round_backward(grad_out, v, TAU_T, **launch_args)
 
     return {
         "eager": (lambda: eager(v), with_grad(eager)),
         "compiled": (lambda: traced(v), with_grad(traced)),
         "fused": (lambda: fused(v), with_grad(fused)),
-        "launcher": (lambda: kernels.sga_round_forward(v, TAU_T, **launch), launcher_both),
+        "launcher": (lambda: kernels.sga_round_forward(v, TAU_T, **launch_args), launcher_both),
     }
 
 
@@ -284,7 +280,7 @@ def sweep_fused(report: Report, copy_gbps: float, deadline: float):
     seeds = torch.tensor([7], device=DEVICE)
     configs = [(256, 2), (512, 4), (1024, 4), (1024, 8), (2048, 8), (4096, 8)]
     runs = [("config", METHOD["method"], 2, block, warps) for block, warps in configs]
-    default_block, default_warps = kernels.launch_config(v.numel(), v.device)
+    default_block, default_warps = launch.launch_config(v.numel(), v.device)
     runs += [("method", m, c, default_block, default_warps) for m, c in GUMBEL]
     for sweep, method, classes, block, warps in runs:
         if time.monotonic() > deadline:

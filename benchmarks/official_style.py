@@ -1,4 +1,4 @@
-"""The refinement loop as the published SGA+ code runs it, written from SPEC section 5: the baseline.
+"""The refinement loop as the published SGA+ code runs it (docs/method.md §5): the baseline.
 
 What makes it the authors' loop, not ours: eager PyTorch, one image at a time, the soft rounding
 as a chain of small tensor ops with Gumbel noise from ``torch.rand`` (two-class SSL, the same

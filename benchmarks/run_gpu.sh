@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one script to run on the GPU machine (issues 3 and 7): fits one 10-minute device call.
 # Results land in $OUT (default out/gpu): nvidia-smi.txt, e2e_*.md/json, kodak.log,
-# <date>_<gpu>.md/json of the kernel suite, test_kernels.log. Copy the .md and .json files into
+# <date>_<gpu>.md/json of the kernel suite, test_ops.log. Copy the .md and .json files into
 # benchmarks/results/ (e2e ones into benchmarks/results/e2e/) and commit them.
 # Before the device call, in the repo root here:
 #   ../shared/tools/device-wheels.sh .device-wheels
@@ -37,8 +37,8 @@ fi
 timeout 150 python3 benchmarks/gpu_suite.py --out "$OUT" --budget 120 2>&1 \
     | tail -20 || status=1
 # 4. the kernel tests on the GPU, fp32 only (every dtype compiles hundreds of variants)
-timeout 120 python3 -m pytest tests/test_kernels.py tests/test_step.py tests/test_rate_kernel.py \
-    -q -x -p no:cacheprovider -k "not float16 and not bfloat16" > "$OUT/test_kernels.log" 2>&1 \
-    || status=1
-tail -3 "$OUT/test_kernels.log"
+timeout 120 python3 -m pytest tests/test_op_sga_round.py tests/test_op_gaussian_bits.py \
+    tests/test_op_sga_round_bits.py tests/test_step.py -q -x -p no:cacheprovider \
+    -k "not float16 and not bfloat16" > "$OUT/test_ops.log" 2>&1 || status=1
+tail -3 "$OUT/test_ops.log"
 exit $status

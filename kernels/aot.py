@@ -72,18 +72,18 @@ def sga_round_variants(archs) -> list[Variant]:
     """
     import torch
 
-    from sgafast import rounding
-    from sgafast.kernels import launch, sga_round
+    from sgafast.kernels import launch, sga_round, soft_round
+    from sgafast.ops import rounding
 
     # the GPU configuration does not depend on the size; no GPU is touched
-    block, num_warps = sga_round.launch_config(1 << 20, torch.device("cuda"))
+    block, num_warps = launch.launch_config(1 << 20, torch.device("cuda"))
     pairs = ([(m, 2) for m in rounding.TWO_CLASS_METHODS]
              + [(m, 3) for m in rounding.THREE_CLASS_METHODS])
     dtypes = [TORCH_TO_TRITON[str(d).removeprefix("torch.")] for d in launch.KERNEL_DTYPES]
     variants = []
     for arch, dtype, (method, classes), has_center, has_noise in itertools.product(
             archs, dtypes, pairs, (0, 1), (0, 1)):
-        common = {"METHOD": sga_round.METHOD_IDS[method], "CLASSES": classes,
+        common = {"METHOD": soft_round.METHOD_IDS[method], "CLASSES": classes,
                   "HAS_CENTER": has_center, "HAS_NOISE": has_noise, "BLOCK": block}
         variants.append(Variant(sga_round.__name__, "_sga_round_fwd_kernel", arch, dtype,
                                 num_warps, common, {"method": method, "direction": "forward"}))
@@ -94,47 +94,47 @@ def sga_round_variants(archs) -> list[Variant]:
     return variants
 
 
-def gaussian_rate_variants(archs) -> list[Variant]:
-    """kernels/gaussian_rate.py: with and without means (and their gradient), every dtype."""
+def gaussian_bits_variants(archs) -> list[Variant]:
+    """kernels/gaussian_bits.py: with and without means (and their gradient), every dtype."""
     import torch
 
-    from sgafast.kernels import gaussian_rate, launch, sga_round
+    from sgafast.kernels import gaussian_bits, launch
 
-    block, num_warps = sga_round.launch_config(1 << 20, torch.device("cuda"))
+    block, num_warps = launch.launch_config(1 << 20, torch.device("cuda"))
     dtypes = [TORCH_TO_TRITON[str(d).removeprefix("torch.")] for d in launch.KERNEL_DTYPES]
     variants = []
     for arch, dtype, has_means in itertools.product(archs, dtypes, (0, 1)):
         common = {"HAS_MEANS": has_means, "BLOCK": block}
         tags = {"method": "rate"}
-        variants.append(Variant(gaussian_rate.__name__, "_gaussian_bits_fwd_kernel", arch,
+        variants.append(Variant(gaussian_bits.__name__, "_gaussian_bits_fwd_kernel", arch,
                                 dtype, num_warps, common, {**tags, "direction": "forward"}))
         for means_grad in (0, 1) if has_means else (0,):
-            variants.append(Variant(gaussian_rate.__name__, "_gaussian_bits_bwd_kernel", arch,
+            variants.append(Variant(gaussian_bits.__name__, "_gaussian_bits_bwd_kernel", arch,
                                     dtype, num_warps, {**common, "MEANS_GRAD": means_grad},
                                     {**tags, "direction": "backward"}))
     return variants
 
 
-def round_rate_variants(archs) -> list[Variant]:
-    """kernels/round_rate.py: every Gumbel rounding, with means and their gradient (the loop's
-    use), every dtype."""
+def sga_round_bits_variants(archs) -> list[Variant]:
+    """kernels/sga_round_bits.py: every Gumbel rounding, with means and their gradient (the
+    loop's use), every dtype."""
     import torch
 
-    from sgafast import rounding
-    from sgafast.kernels import launch, round_rate, sga_round
+    from sgafast.kernels import launch, sga_round_bits, soft_round
+    from sgafast.ops import rounding
 
-    block, num_warps = sga_round.launch_config(1 << 20, torch.device("cuda"))
+    block, num_warps = launch.launch_config(1 << 20, torch.device("cuda"))
     pairs = ([(m, 2) for m in rounding.TWO_CLASS_METHODS]
              + [(m, 3) for m in rounding.THREE_CLASS_METHODS])
     dtypes = [TORCH_TO_TRITON[str(d).removeprefix("torch.")] for d in launch.KERNEL_DTYPES]
     variants = []
     for arch, dtype, (method, classes) in itertools.product(archs, dtypes, pairs):
-        common = {"METHOD": sga_round.METHOD_IDS[method], "CLASSES": classes, "HAS_MEANS": 1,
+        common = {"METHOD": soft_round.METHOD_IDS[method], "CLASSES": classes, "HAS_MEANS": 1,
                   "BLOCK": block}
         tags = {"method": method}
-        variants.append(Variant(round_rate.__name__, "_round_bits_fwd_kernel", arch, dtype,
+        variants.append(Variant(sga_round_bits.__name__, "_sga_round_bits_fwd_kernel", arch, dtype,
                                 num_warps, common, {**tags, "direction": "forward"}))
-        variants.append(Variant(round_rate.__name__, "_round_bits_bwd_kernel", arch, dtype,
+        variants.append(Variant(sga_round_bits.__name__, "_sga_round_bits_bwd_kernel", arch, dtype,
                                 num_warps, {**common, "MEANS_GRAD": 1},
                                 {**tags, "direction": "backward"}))
     return variants
@@ -142,8 +142,8 @@ def round_rate_variants(archs) -> list[Variant]:
 
 # A new kernel module: write its variants function like the ones above, add it here, and
 # extend POINTER_TYPES / INTEGER_ARGS if its arguments need other types.
-FAMILIES = {"sga_round": sga_round_variants, "gaussian_rate": gaussian_rate_variants,
-            "round_rate": round_rate_variants}
+FAMILIES = {"sga_round": sga_round_variants, "gaussian_bits": gaussian_bits_variants,
+            "sga_round_bits": sga_round_bits_variants}
 
 
 def enumerate_variants(archs=DEFAULT_ARCHS) -> list[Variant]:

@@ -1,13 +1,48 @@
-"""What every fused kernel's launcher checks before a launch, and the per-image launch grid."""
+"""Launching the fused kernels: launch configuration, each program's block, launchers' checks."""
 
 import contextlib
 
 import torch
 import triton
+import triton.language as tl
 
 from sgafast.errors import SgafastError
 
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# two classes draw the noise of four consecutive elements from one Philox call: a block holds
+# whole groups of four
+MIN_BLOCK = 4
+
+
+def launch_config(per_item: int, device: torch.device) -> tuple[int, int]:
+    """(BLOCK, num_warps) of every fused kernel, fixed rather than autotuned so that backward
+    reuses forward's choice.
+
+    GPU: 1024 elements per program, 4 per thread (one 16-byte fp32 vector), 8 warps. The
+    kernels are arithmetic-heavy (sm_90 SASS per element: 111 for the two-class SSL forward,
+    up to ~400 for three classes, whose noise alone is ~165: a Philox-10 call and six logs per
+    element; benchmarks/results/sass/), so they want many warps in flight rather than wide
+    vectors. Not yet measured on a GPU: benchmarks/gpu_suite.py sweeps the alternatives. CPU
+    interpreter: its cost is per program and per op, not per element, so one block covers a
+    whole item, up to 2^16 elements. The launchers raise a BLOCK below MIN_BLOCK to it;
+    results never depend on BLOCK.
+    """
+    if device.type == "cpu":
+        return min(triton.next_power_of_2(max(per_item, 1)), 1 << 16), 1
+    return 1024, 8
+
+
+@triton.jit
+def program_block(per_item, blocks_per_item, BLOCK: tl.constexpr):
+    """(item, block within item, flat offset, mask) of this program: one item per program range."""
+    # a 32-bit division: the grid has fewer than 2^31 programs, so blocks_per_item fits
+    pid = tl.program_id(0)
+    blocks = blocks_per_item.to(tl.int32)
+    item32 = pid // blocks
+    item = item32.to(tl.int64)
+    block_in_item = (pid - item32 * blocks).to(tl.int64)  # int64 before any multiply: offsets
+    local = block_in_item * BLOCK + tl.arange(0, BLOCK)  # pass 2^31
+    return item, block_in_item, item * per_item + local, local < per_item
 
 
 def check_input(v: torch.Tensor, block: int, *, kernels: str, fallback: str,

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import torch
 
-from . import families
+from . import __version__, families
 from . import shard as sharding
 from .errors import SgafastError
 from .io import output_folder
+from .ops.rounding import BACKENDS, METHODS
 from .precision import PRECISIONS
-from .rounding import BACKENDS, METHODS
 
 
 def resolve_device(name: str) -> torch.device:
@@ -47,6 +47,7 @@ def number(kind=float, *, low=0.0, low_ok=False, high=math.inf):
 POSITIVE = number()
 NON_NEGATIVE = number(low_ok=True)
 COUNT = number(int, low_ok=True)
+POSITIVE_COUNT = number(int)
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -72,8 +73,8 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
     Defaults are not repeated here: an option left out keeps ``Rounding``'s or
     ``RefineConfig``'s default, which the help text quotes.
     """
+    from .ops.rounding import DEFAULT_A, Rounding
     from .refine import COMPILE_FROM_ITERS, RefineConfig
-    from .rounding import DEFAULT_A, Rounding
 
     run, rounding = RefineConfig(), Rounding()
     unset = argparse.SUPPRESS
@@ -82,8 +83,10 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--a", type=POSITIVE, default=unset,
                    help=f"SSL parameter (default {DEFAULT_A[2]} two-class, "
                    f"{DEFAULT_A[3]} three-class)")
-    p.add_argument("--r", type=number(high=1.0), default=unset, help=f"three-class r (default {rounding.r})")
-    p.add_argument("--n", type=POSITIVE, default=unset, help=f"three-class n (default {rounding.n})")
+    p.add_argument("--r", type=number(high=1.0), default=unset,
+                   help=f"three-class r (default {rounding.r})")
+    p.add_argument("--n", type=POSITIVE, default=unset,
+                   help=f"three-class n (default {rounding.n})")
     p.add_argument("--iters", type=COUNT, default=unset, help=f"iterations (default {run.iters})")
     p.add_argument("--lr", type=POSITIVE, default=unset,
                    help=f"Adam learning rate (default {run.lr})")
@@ -106,7 +109,8 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default=unset, choices=PRECISIONS,
                    help="arithmetic of the transforms during refinement (default fp32; tf32 "
                    "and bf16 are faster on GPUs; rounding and rates stay fp32)")
-    p.add_argument("--batch-size", type=number(int, low=0), default=1, help="same-size images per batch")
+    p.add_argument("--batch-size", type=POSITIVE_COUNT, default=1,
+                   help="same-size images per batch (default 1)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -135,19 +139,15 @@ def report_failures(failures) -> int:
 
 def cmd_refine(args) -> int:
     from . import models, pipeline
-    from .inputs import collect
 
     cfg = refine_config(args, args.method)
     outdir = output_folder(args.output)
     shard = sharding.from_environment()
-    items, refused = collect(args.inputs)
     device = sharding.device_for(shard, resolve_device(args.device))
     model = models.load(args.model, device, args.arch)
-    report = pipeline.refine_items(shard.take(items), outdir, model, cfg,
+    report = pipeline.refine_files(args.inputs, outdir, model, cfg, shard=shard,
                                    batch_size=args.batch_size, progress=not args.quiet,
-                                   overwrite=args.overwrite, label=shard.label)
-    failures = [pipeline.Failure(source, reason) for source, reason in refused] + \
-        report.failures
+                                   overwrite=args.overwrite)
     sharding.barrier(shard)
     if shard.rank == 0 and (report.records or shard.world > 1):
         pipeline.merge(outdir, f"sgafast-{args.method}")
@@ -156,42 +156,39 @@ def cmd_refine(args) -> int:
             print(f"{r['name']}: {r['bpp']:.4f} bpp {r['psnr']:.2f} dB "
                   f"(base {r['base']['bpp']:.4f} bpp {r['base']['psnr']:.2f} dB), "
                   f"R-D loss {r['rd_loss']:.4f} (base {r['base']['rd_loss']:.4f})")
-    code = report_failures(failures)
+    code = report_failures(report.failures)
     listed = f" (listed in {pipeline.run_folder(outdir) / 'failed'})" if report.failures else ""
     summary = pipeline.run_folder(outdir) / "summary.json"
     where = f"; summary in {summary}" if summary.is_file() else ""
-    print(f"sgafast: {shard.label}{len(report.records)} of {len(shard.take(items))} images "
-          f"done, {len(failures)} failed{listed}{where}", file=sys.stderr)
+    print(f"sgafast: {shard.label}{len(report.records)} of {report.items} images "
+          f"done, {len(report.failures)} failed{listed}{where}", file=sys.stderr)
     return code
 
 
-def parse_qualities(text: str | None) -> list[int] | None:
-    """``--jpeg 10,30,50``: Pillow qualities, or None."""
-    if not text:
-        return None
+def jpeg_qualities(text: str) -> list[int]:
+    """An argparse type: ``--jpeg 10,30,50``, comma-separated Pillow qualities 1-95."""
     try:
         qualities = [int(q) for q in text.split(",")]
     except ValueError:
-        raise SgafastError(f"--jpeg {text}: give comma-separated integer qualities 1-95, "
-                           "e.g. 10,30,50,70,90") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated integer qualities "
+                                         "1-95, e.g. 10,30,50,70,90") from None
     if not all(1 <= q <= 95 for q in qualities):
-        raise SgafastError(f"--jpeg {text}: Pillow's qualities run from 1 to 95")
+        raise argparse.ArgumentTypeError(f"{text}: Pillow's qualities run from 1 to 95")
     return qualities
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from . import evaluate
-    from .rounding import Rounding
+    from .ops.rounding import Rounding
 
     specs = evaluate.parse_methods(args.methods, getattr(args, "classes", Rounding().classes))
     output_folder(args.output)
-    qualities = parse_qualities(args.jpeg)
     result = evaluate.run_eval(
         [Path(d) for d in args.dataset], Path(args.output), specs,
         evaluate.resolve_models(args.models), refine_config(args, "ssl"), crop=args.crop,
         limit=args.limit, batch_size=args.batch_size, device=resolve_device(args.device),
         arch=args.arch,
-        jpeg_qualities=qualities, progress=not args.quiet)
+        jpeg_qualities=args.jpeg, progress=not args.quiet)
     print((Path(args.output) / "bd.md").read_text())
     return report_failures(result["failures"])
 
@@ -262,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sgafast", description="Test-time latent refinement (SGA/SGA+) for CompressAI "
         "image codecs: smaller bitstreams for the unchanged decoder.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("refine", help="refine images' latents and write bitstreams")
@@ -298,13 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default="mbt2018-mean", choices=tuple(families.ARCHITECTURES),
                    help="architecture (CompressAI's registry name; default: mbt2018-mean)")
     p.add_argument("--lmbda", type=POSITIVE, default=0.0067)
-    p.add_argument("--N", type=int, default=64)
-    p.add_argument("--M", type=int, default=96, help="latent channels (cheng2020-*: N)")
+    p.add_argument("--N", type=POSITIVE_COUNT, default=64)
+    p.add_argument("--M", type=POSITIVE_COUNT, default=96, help="latent channels (cheng2020-*: N)")
     p.add_argument("--groups", type=int_list, default=None,
                    help="ELIC's channel groups summing to M, e.g. 8,8,16,32,32")
-    p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--batch-size", type=number(int, low=0), default=8)
-    p.add_argument("--steps", type=int, default=15000)
+    p.add_argument("--crop", type=POSITIVE_COUNT, default=128)
+    p.add_argument("--batch-size", type=POSITIVE_COUNT, default=8)
+    p.add_argument("--steps", type=POSITIVE_COUNT, default=15000)
     p.add_argument("--seed", type=COUNT, default=0)
     p.add_argument("--init", default=None,
                    help="start every layer that fits from this model (a fine-tune)")
@@ -323,9 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="ladder",
                    help="'ladder' (the bundled ladder) or a comma list of model specs")
     add_arch_option(p)
-    p.add_argument("--crop", type=int, default=None, help="centre crop size")
-    p.add_argument("--limit", type=int, default=None, help="first N images only")
-    p.add_argument("--jpeg", default=None,
+    p.add_argument("--crop", type=POSITIVE_COUNT, default=None, help="centre crop size")
+    p.add_argument("--limit", type=POSITIVE_COUNT, default=None, help="first N images only")
+    p.add_argument("--jpeg", type=jpeg_qualities, default=None,
                    help="add a JPEG curve at these Pillow qualities, e.g. 10,20,30,50,70,90")
     add_refine_options(p)
     p.set_defaults(func=cmd_eval)

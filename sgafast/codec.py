@@ -1,4 +1,4 @@
-"""The rate-distortion loss of a batch of images coded from given latents (SPEC sections 5, 6).
+"""The rate-distortion loss of a batch of images coded from given latents (docs/method.md §5, §6).
 
 All per-image quantities keep the batch dimension so a batch is a sum of independent images.
 """
@@ -23,7 +23,7 @@ def rd_loss(mse: torch.Tensor, bits: torch.Tensor, lmbda: float, num_pixels: int
 
 def hard_rd(family: Family, x: torch.Tensor, latents, lmbda: float,
             geometry: Geometry) -> tuple[torch.Tensor, dict]:
-    """SPEC 6's true R-D loss per image: the loss of the latents the coder writes.
+    """docs/method.md §6's true R-D loss per image: the loss of the latents the coder writes.
 
     ``x`` is the unpadded batch. Returns the (B,) loss and its terms: ``mse`` (of the float
     reconstruction), ``bits`` (of the hard latents under the entropy models), ``x_hat``.

@@ -22,8 +22,8 @@ from .errors import SgafastError
 from .images import center_crop, read_image, write_png
 from .inputs import Item, collect
 from .io import atomic_write_bytes, atomic_write_json
+from .ops.rounding import METHODS, THREE_CLASS_METHODS
 from .refine import NO_REFINEMENT, RefineConfig
-from .rounding import METHODS, THREE_CLASS_METHODS
 
 ANCHOR = NO_REFINEMENT
 JPEG = "jpeg"

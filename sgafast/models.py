@@ -27,7 +27,7 @@ ALIASES = {"default": "q3"}  # the default is the ladder point at lambda = 0.006
 
 # Buffers that update(force=True) rebuilds from the weights: never stored, never fingerprinted.
 DERIVED_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
-# CompressAI's MSE-trained zoo: lambda per quality 1..8 (SPEC section 7).
+# CompressAI's MSE-trained zoo: lambda per quality 1..8 (docs/method.md §7).
 ZOO_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.18)
 ZOO_METRICS = ("mse", "ms-ssim")
 

@@ -25,11 +25,12 @@ from tqdm import tqdm
 from . import bitstream, codec
 from .errors import SgafastError
 from .images import Geometry, oriented_size, read_image_with_notes
-from .inputs import RUN_FOLDER, Item
+from .inputs import RUN_FOLDER, Item, collect
 from .io import atomic_write_bytes, atomic_write_json, read_json
 from .metrics import msssim, psnr
 from .models import BaseModel
 from .refine import RefineConfig, Refined, lmbda_of, refine_batch
+from .shard import Shard
 
 SPEED_OPTIONS = ("backend", "compile", "track_every")  # change the time, not the result
 
@@ -40,10 +41,22 @@ class Failure:
     reason: str
 
 
+@dataclasses.dataclass(frozen=True)
+class LoadedImage:
+    """An item read for refinement: its (3, H, W) image in [0, 1], what reading it converted
+    (``images.read_image_with_notes``), and the input file's SHA-256."""
+
+    item: Item
+    image: torch.Tensor
+    notes: dict
+    sha256: str
+
+
 @dataclasses.dataclass
 class RunReport:
     records: list[dict]
     failures: list[Failure]
+    items: int = 0  # the items this process was given (its shard's share)
     busy_seconds: float = 0.0  # in refinement (the device's work)
     wall_seconds: float = 0.0
 
@@ -109,11 +122,11 @@ def _probe(items: list[Item]) -> tuple[dict, list[tuple[Item, str]]]:
     return groups, failures
 
 
-def _record(item: Item, input_sha256: str, notes: dict, model: BaseModel, cfg: RefineConfig,
-            run_settings: dict, refined: Refined, base: dict, final: dict, data: bytes) -> dict:
+def _record(entry: LoadedImage, model: BaseModel, cfg: RefineConfig, run_settings: dict,
+            refined: Refined, base: dict, final: dict, data: bytes) -> dict:
     return {
-        "source": str(item.path), "name": item.name, "input_sha256": input_sha256,
-        "conversion": notes, "model": model.name, "method": cfg.method,
+        "source": str(entry.item.path), "name": entry.item.name, "input_sha256": entry.sha256,
+        "conversion": entry.notes, "model": model.name, "method": cfg.method,
         "classes": cfg.rounding.classes if cfg.rounding else None,
         "iterations": cfg.iters if cfg.refines else 0,
         "lmbda": run_settings["lmbda"],
@@ -148,13 +161,13 @@ def _finished(item: Item, outdir: Path, run_settings: dict) -> tuple[dict | None
     return record, False
 
 
-def _load(items: list[Item]) -> tuple[list[tuple], list[tuple[Item, str]]]:
-    """Read a batch's images: (item, image, conversion notes, content hash) each; an unreadable
-    one fails alone."""
+def _load(items: list[Item]) -> tuple[list[LoadedImage], list[tuple[Item, str]]]:
+    """Read a batch's images; an unreadable one fails alone."""
     loaded, failures = [], []
     for item in items:
         try:
-            loaded.append((item, *read_image_with_notes(item.path), file_sha256(item.path)))
+            loaded.append(LoadedImage(item, *read_image_with_notes(item.path),
+                                      file_sha256(item.path)))
         except (SgafastError, OSError) as exc:
             failures.append((item, str(exc)))
     return loaded, failures
@@ -180,20 +193,21 @@ class _Writer:
         self.bar.update(1)
         return Failure(str(item.path), reason)
 
-    def submit(self, x: torch.Tensor, loaded: list, results: list[Refined]) -> None:
+    def submit(self, x: torch.Tensor, loaded: list[LoadedImage], results: list[Refined]) -> None:
         self.jobs.append(self.pool.submit(self._finish, x, loaded, results))
 
     def _finish(self, x, loaded, results) -> tuple[list[dict], list[Failure]]:
         records, failures, lmbda = [], [], self.settings["lmbda"]
-        for i, ((item, _, notes, input_sha256), refined) in enumerate(zip(loaded, results)):
+        for i, (entry, refined) in enumerate(zip(loaded, results)):
+            item = entry.item
             if not refined.codable:  # the entropy coder never sees a non-finite latent
                 failures.append(self.fail(item, refined.divergence_message()))
                 continue
             xi = x[i:i + 1]
             base, _ = measure(self.model, xi, refined.base, refined.geometry, lmbda)
             final, data = measure(self.model, xi, refined.latents, refined.geometry, lmbda)
-            record = _record(item, input_sha256, notes, self.model, self.cfg, self.settings,
-                             refined, base, final, data)
+            record = _record(entry, self.model, self.cfg, self.settings, refined, base, final,
+                             data)
             atomic_write_bytes(item.output(self.outdir, ".bin"), data)
             atomic_write_json(item.output(self.outdir, ".json"), record)  # the commit
             (run_folder(self.outdir) / "failed" / f"{item.stem}.json").unlink(missing_ok=True)
@@ -216,12 +230,13 @@ class _Writer:
         return records, failures
 
 
-def _refine(model, loaded: list, cfg: RefineConfig, device, progress) -> tuple[list, list]:
+def _refine(model, loaded: list[LoadedImage], cfg: RefineConfig, device,
+            progress) -> tuple[list, list[LoadedImage]]:
     """([(entries, x, results)], entries too large even alone): a batch that runs out of
     memory is retried image by image."""
     try:
-        x = torch.stack([img for _, img, _, _ in loaded]).to(device)
-        return [(loaded, x, refine_batch(model, x, [e[0].stem for e in loaded], cfg,
+        x = torch.stack([e.image for e in loaded]).to(device)
+        return [(loaded, x, refine_batch(model, x, [e.item.stem for e in loaded], cfg,
                                          progress))], []
     except torch.OutOfMemoryError:
         if device.type == "cuda":
@@ -290,7 +305,7 @@ def refine_items(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineC
                     continue
                 tick = time.perf_counter()
                 parts, too_large = _refine(model, loaded, cfg, device, progress)
-                failures += [writer.fail(entry[0], "out of memory even alone; use a device "
+                failures += [writer.fail(entry.item, "out of memory even alone; use a device "
                                          "with more memory, or downscale or tile the image")
                              for entry in too_large]
                 busy += time.perf_counter() - tick
@@ -299,17 +314,16 @@ def refine_items(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineC
         finally:
             done, failed = writer.drain()  # what is complete is written, even on Ctrl-C
     bar.close()
-    return RunReport(records + done, failures + failed, busy_seconds=busy,
+    return RunReport(records + done, failures + failed, len(items), busy_seconds=busy,
                      wall_seconds=time.perf_counter() - start)
 
 
-def refine_files(paths: list[Path], outdir: Path, model: BaseModel, cfg: RefineConfig,
-                 **options) -> RunReport:
-    """``refine_items`` of files, folders and @lists given as paths (see ``sgafast.inputs``)."""
-    from .inputs import collect
-
-    items, refused = collect([str(p) for p in paths])
-    report = refine_items(items, outdir, model, cfg, **options)
+def refine_files(inputs: list, outdir: Path, model: BaseModel, cfg: RefineConfig, *,
+                 shard: Shard = Shard(), **options) -> RunReport:
+    """``refine_items`` of the files, folders and @lists given (see ``sgafast.inputs``), or of
+    this rank's share of them (``shard``); inputs refused as given come first in the failures."""
+    items, refused = collect([str(p) for p in inputs])
+    report = refine_items(shard.take(items), outdir, model, cfg, label=shard.label, **options)
     report.failures[:0] = [Failure(source, reason) for source, reason in refused]
     return report
 

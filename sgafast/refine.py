@@ -1,4 +1,4 @@
-"""The refinement driver: optimise one batch of same-size images' latents (SPEC sections 3-5).
+"""The refinement driver: optimise one batch of same-size images' latents (docs/method.md §3-5).
 
 The loss of a batch is the sum of per-image losses and every image's noise comes from (its own
 seed, iteration, latent), so each image follows exactly the trajectory it would follow alone.
@@ -23,9 +23,9 @@ from .errors import SgafastError
 from .families import architecture_of
 from .images import Geometry
 from .models import BaseModel
+from .ops.rounding import Rounding
+from .ops.schedule import TAU_RATE, default_tau_max
 from .precision import check_precision, tensor_cores
-from .rounding import Rounding
-from .schedule import TAU_RATE, default_tau_max
 
 NO_REFINEMENT = "none"
 COMPILE_FROM_ITERS = 500  # compile="auto": shorter runs do not pay back the compile warm-up
@@ -34,12 +34,13 @@ LATENT_LIMIT = 2.0**24  # beyond, a latent's rounding is inexact in fp32: diverg
 
 @dataclasses.dataclass(frozen=True)
 class RefineConfig:
-    """Everything that defines a refinement run (SPEC 4-5 defaults); ``rounding=None``: none."""
+    """Everything that defines a refinement run (defaults: docs/method.md §4-5);
+    ``rounding=None``: none."""
 
     rounding: Rounding | None = Rounding()
     iters: int = 2000
     lr: float = 5e-3
-    tau_max: float | None = None  # None: the method's default (SPEC 4), resolved here
+    tau_max: float | None = None  # None: the method's default (docs/method.md §4), resolved here
     tau_rate: float = TAU_RATE
     lmbda: float | None = None  # None: the base model's training lambda
     seed: int = 0

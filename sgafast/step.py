@@ -22,11 +22,12 @@ from torch.profiler import record_function
 
 from . import codec, precision
 from .families import Family
-from .fused_rate import gaussian_bits
-from .fused_round_rate import sga_round_bits
 from .images import Geometry
-from .rounding import Rounding, sga_round
-from .schedule import temperature
+from .ops.gaussian_bits import gaussian_bits
+from .ops.rounding import Rounding, kernels_run
+from .ops.schedule import temperature
+from .ops.sga_round import sga_round
+from .ops.sga_round_bits import sga_round_bits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +46,7 @@ class StepProblem:
     precision: str = "fp32"  # of the transforms; the rounding and the rates are always fp32
 
     def relaxed_loss(self, latents: tuple[torch.Tensor, ...], t: torch.Tensor) -> torch.Tensor:
-        """(B,) relaxed R-D losses at iteration ``t`` (a 0-d int64 device tensor), SPEC 5.
+        """(B,) relaxed R-D losses at iteration ``t`` (a 0-d int64 tensor), docs/method.md §5.
 
         The ``record_function`` labels name the components in a profile (benchmarks/).
         """
@@ -62,8 +63,7 @@ class StepProblem:
     @property
     def fused_rate(self) -> bool:
         """Whether y's rate is the fused kernel: where the rounding kernels run too."""
-        auto = self.x.is_cuda and self.x.dtype in (torch.float32, torch.float16, torch.bfloat16)
-        return self.backend == "triton" or (self.backend == "auto" and auto)
+        return kernels_run(self.backend, self.x)
 
     def transforms(self):
         return precision.transforms(self.precision, self.x.device)

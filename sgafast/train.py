@@ -1,6 +1,6 @@
 """Training (or fine-tuning) a small base model of any supported architecture on random crops.
 
-The recipe of SPEC section 7: Adam 3e-4 dropping to 1e-4 for the last 20 % of steps, gradient
+The recipe of docs/method.md §7: Adam 3e-4 dropping to 1e-4 for the last 20 % of steps, gradient
 clipping at 1.0, and CompressAI's aux loss with its own Adam at 1e-3 so the entropy bottleneck's
 medians are learned. The training state is saved next to the model file every few hundred steps,
 so an interrupted run resumes where it stopped.

@@ -1,4 +1,4 @@
-"""Closed forms of SPEC section 2, written independently of the code under test."""
+"""Closed forms of docs/method.md §2, written independently of the code under test."""
 
 import math
 
@@ -6,7 +6,7 @@ import torch
 
 
 def p_up_closed_form(method: str, r: torch.Tensor, a: float = 2.3) -> torch.Tensor:
-    """P(round up) at tau = 1 for a fractional part r, from the two-class table of SPEC 2."""
+    """P(round up) at tau = 1 for a fractional part r: the two-class table of docs/method.md §2."""
     if method == "atanh":
         q_u, q_d = (r / (2 - r)).sqrt(), ((1 - r) / (1 + r)).sqrt()
         return q_u / (q_u + q_d)

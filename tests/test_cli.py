@@ -2,11 +2,14 @@
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+import sgafast
 from sgafast.cli import main
 from sgafast.images import read_image
 from sgafast.metrics import psnr
@@ -130,3 +133,14 @@ def test_the_record_says_how_the_image_was_read(tmp_path):
     assert record["conversion"]["exif_orientation"] == 6 and "scaled" in record["conversion"]
     assert main(["decode", str(tmp_path / "o" / "gray16.bin"), "-o", str(tmp_path / "d.png")]) == 0
     assert Image.open(tmp_path / "d.png").size == (40, 70)  # turned a quarter: portrait
+
+
+def test_python_dash_m_sgafast_runs_the_command_line():
+    """``python -m sgafast`` (what ``torchrun -m sgafast`` runs) is the CLI, with a version."""
+    proc = subprocess.run([sys.executable, "-m", "sgafast", "--version"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"sgafast {sgafast.__version__}"
+    proc = subprocess.run([sys.executable, "-m", "sgafast", "refine", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--batch-size" in proc.stdout

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import triton
 
-from sgafast.rounding import THREE_CLASS_METHODS, TWO_CLASS_METHODS
+from sgafast.ops.rounding import THREE_CLASS_METHODS, TWO_CLASS_METHODS
 
 AOT = Path(__file__).resolve().parents[1] / "kernels" / "aot.py"
 SELECTION = ["arch=90,dtype=fp32", "arch=90,method=ssl,CLASSES=2",
@@ -90,12 +90,13 @@ def test_every_variant_compiles_for_sm90_and_sm80(tmp_path):
     assert not failed, "\n\n".join(failed)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # the selection is what the docstring says: nothing silently dropped from the enumeration
-    rounding = [r for r in records if "_sga_round_" in r["name"]]
+    rounding_kernels = ("_sga_round_fwd_kernel", "_sga_round_bwd_kernel")
+    rounding = [r for r in records if r["kernel"] in rounding_kernels]
     covered = {(r["arch"], r["dtype"], r["tags"]["method"], r["constexprs"]["CLASSES"],
                 r["tags"]["direction"]) for r in rounding}
-    fused = {(r["name"].split()[1], r["constexprs"].get("CLASSES")) for r in records
-             if r["arch"] == 90 and "_sga_round_" not in r["name"]}
-    assert {("_round_bits_fwd_kernel", 3), ("_round_bits_bwd_kernel", 2),
+    fused = {(r["kernel"], r["constexprs"].get("CLASSES")) for r in records
+             if r["arch"] == 90 and r["kernel"] not in rounding_kernels}
+    assert {("_sga_round_bits_fwd_kernel", 3), ("_sga_round_bits_bwd_kernel", 2),
             ("_gaussian_bits_fwd_kernel", None), ("_gaussian_bits_bwd_kernel", None)} <= fused
     for arch, dtype in ((90, "fp32"), (80, "bf16")):
         assert {(arch, dtype, m, c, way) for m, c in PAIRS

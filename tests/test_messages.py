@@ -36,14 +36,23 @@ def test_tau_rate_zero_says_that_tau_stays_fixed(tmp_path, capsys):
     assert "no annealing" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args,message", [
-    (["missing-folder"], "no such file or folder"),
-    ([str(IMAGE.parent), "--limit", "0"], "--limit"),
-    ([str(IMAGE.parent), "--jpeg", "10,abc"], "--jpeg"),
+@pytest.mark.parametrize("command,option,value", [
+    ("eval", "--limit", "0"), ("eval", "--crop", "-64"), ("eval", "--jpeg", "10,abc"),
+    ("eval", "--jpeg", "0,50"), ("train", "--steps", "0"), ("train", "--N", "1.5"),
+    ("train", "--M", "0"), ("train", "--crop", "x"), ("train", "--batch-size", "0"),
 ])
-def test_eval_refuses_what_it_cannot_evaluate(tmp_path, capsys, args, message):
-    assert main(["eval", *args, "-o", str(tmp_path / "e"), "--iters", "1"]) == 2
-    assert message in capsys.readouterr().err
+def test_every_numeric_option_of_eval_and_train_names_itself(tmp_path, capsys, command, option,
+                                                             value):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, str(IMAGE.parent), "-o", str(tmp_path / "e"), option, value])
+    assert exit_.value.code == 2
+    assert f"argument {option}:" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
+def test_eval_refuses_a_missing_dataset(tmp_path, capsys):
+    assert main(["eval", "missing-folder", "-o", str(tmp_path / "e"), "--iters", "1"]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
     assert not list((tmp_path / "e").glob("*.json"))
 
 

@@ -8,14 +8,13 @@ import triton
 import triton.language as tl
 from compressai.entropy_models import GaussianConditional
 
+from helpers import DEVICE, assert_no_worse_than_torch, tolerance
 from sgafast.errors import SgafastError
 from sgafast.families.base import Gaussian
-from sgafast.fused_rate import gaussian_bits
-from sgafast.kernels import gaussian_rate as kernels
-from sgafast.kernels.gaussian_rate import _gaussian_bits
+from sgafast.kernels import gaussian_bits as kernels
+from sgafast.kernels.gaussian import element_bits
+from sgafast.ops.gaussian_bits import gaussian_bits
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-ULPS = 8  # slack of the flash-attention rule below, in units of the dtype's epsilon
 BOUND = torch.tensor(0.11).item()  # CompressAI's scale bound, an fp32 buffer
 SIGMAS = [-1.0, 0.0, 1e-3, 0.1, BOUND, 0.12, 0.5, 1.0, 2.0, 10.0, 1e3, 1e5]
 RESIDUALS = [0.0, 0.25, 0.5, -0.5, 0.75, 1.0, -2.0, 5.0, 40.0, 1e3, -1e5, 3e7]
@@ -43,24 +42,6 @@ def fused(v, scales, means, grad_bits, **bounds):
     return bits.detach(), *(None if t is None else t.grad for t in leaves)
 
 
-def assert_no_worse_than_torch(kernel, same, ref64, eps, what, half_eps=None):
-    """flash-attention's rule, on errors relative to 1 + |ref64|: the kernel's worst error is at
-    most twice PyTorch's (CompressAI's code run at a lower precision) plus a few epsilons. A
-    half-precision result, computed in fp32 from exact inputs, must also be within two of its
-    epsilons (``half_eps``) of the float64 value."""
-    assert kernel.shape == ref64.shape, what
-    scale = 1 + ref64.double().abs()
-    err = (kernel.double() - ref64.double()).abs() / scale
-    worst = float(err.max())
-    worst_torch = float(((same.double() - ref64.double()).abs() / scale).max())
-    assert err.isfinite().all(), f"{what}: not finite at {(~err.isfinite()).nonzero()[:5]}"
-    assert worst <= 2 * worst_torch + ULPS * eps, (
-        f"{what}: worst relative error {worst:.3g}, PyTorch's {worst_torch:.3g} "
-        f"at element {int(err.argmax())}")
-    if half_eps is not None:
-        assert worst <= 2 * half_eps, f"{what}: {int((err > 2 * half_eps).sum())} elements off"
-
-
 # ----------------------------------------------------------------------------------------------
 # The per-element helper, one element per lane, an upstream sign of its own per element
 # ----------------------------------------------------------------------------------------------
@@ -74,8 +55,8 @@ def _elementwise_kernel(residual_ptr, sigma_ptr, upstream_ptr, bits_ptr, grad_re
     residual = tl.load(residual_ptr + offs, mask=mask, other=0.0)
     sigma = tl.load(sigma_ptr + offs, mask=mask, other=1.0)
     upstream = tl.load(upstream_ptr + offs, mask=mask, other=1.0)
-    bits, d_residual, d_sigma = _gaussian_bits(residual, sigma, upstream, scale_bound,
-                                               likelihood_bound)
+    bits, d_residual, d_sigma = element_bits(residual, sigma, upstream, scale_bound,
+                                             likelihood_bound)
     tl.store(bits_ptr + offs, bits, mask=mask)
     tl.store(grad_residual_ptr + offs, upstream * d_residual, mask=mask)
     tl.store(grad_sigma_ptr + offs, upstream * d_sigma, mask=mask)
@@ -98,9 +79,8 @@ def assert_elements_match(residual, sigma, upstream, **bounds):
     ref64 = compressai(*args, torch.float64, **bounds)
     same = compressai(*args, torch.float32, **bounds)
     got = helper(residual, sigma, upstream, **bounds)
-    eps = torch.finfo(torch.float32).eps
     for what, k, t, r in zip(["bits", "grad residual", "grad sigma"], got, same, ref64):
-        assert_no_worse_than_torch(k, t.flatten(), r.flatten(), eps, what)
+        assert_no_worse_than_torch(k, t.flatten(), r.flatten(), what, **tolerance(torch.float32))
     return got, [t.flatten() for t in ref64[:3]]
 
 
@@ -218,14 +198,12 @@ def assert_op_matches(v, scales, means, grad_bits, **bounds):
     same = compressai(v, scales, means, grad_bits, torch.float32, **bounds)
     got = fused(v, scales, means, grad_bits, **bounds)
     assert got[0].dtype == torch.float32 and got[0].shape == v.shape[:1]
-    assert_no_worse_than_torch(got[0], same[0], ref64[0], torch.finfo(torch.float32).eps,
-                               "bits")
-    half_eps = None if dtype == torch.float32 else torch.finfo(dtype).eps
+    assert_no_worse_than_torch(got[0], same[0], ref64[0], "bits", **tolerance(torch.float32))
     for what, k, t, r in zip(["grad v", "grad scales", "grad means"], got[1:], same[1:],
                              ref64[1:]):
         if r is not None:
             assert k.dtype == dtype
-            assert_no_worse_than_torch(k, t, r, torch.finfo(dtype).eps, what, half_eps)
+            assert_no_worse_than_torch(k, t, r, what, **tolerance(dtype))
 
 
 @pytest.mark.parametrize("with_means", [True, False], ids=["means", "no-means"])

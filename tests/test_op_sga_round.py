@@ -8,19 +8,17 @@ import zlib
 
 import pytest
 import torch
-from closed_forms import binomial_bound, p_up_closed_form
 
+from closed_forms import binomial_bound, p_up_closed_form
+from helpers import DEVICE, GUMBEL, assert_no_worse_than_torch, tolerance
 from sgafast import sga_round
 from sgafast.errors import SgafastError
 from sgafast.kernels import sga_round as kernels
-from sgafast.noise import logistic_noise
+from sgafast.ops.noise import logistic_noise
+from sgafast.ops.rounding import DEFAULT_A, TWO_CLASS_METHODS
 from sgafast.refine import RefineConfig, refine_batch
-from sgafast.rounding import DEFAULT_A, THREE_CLASS_METHODS, TWO_CLASS_METHODS
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-GUMBEL = [(m, 2) for m in TWO_CLASS_METHODS] + [(m, 3) for m in THREE_CLASS_METHODS]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-ULPS = 8  # slack of the flash-attention rule below, in units of the dtype's epsilon
 SHAPES = {"one": (1,), "prime": (97,), "odd3d": (3, 5, 7), "strided": (11, 7)}
 
 
@@ -40,24 +38,6 @@ def evaluate(v, center, grad_out, fn=sga_round, **kwargs):
     out = fn(v, center=center, **kwargs)
     out.backward(grad_out)
     return out.detach(), v.grad, None if center is None else center.grad
-
-
-def assert_no_worse_than_torch(kernel, same, ref64, dtype, what):
-    """flash-attention's rule, on errors relative to 1 + |ref64| (ref64: the reference in float64
-    on the same noise): the kernel's worst error is at most twice PyTorch's worst at the same
-    dtype, plus a few epsilons. In half precision the kernel computes in fp32 from exact inputs,
-    so each element must also be its correctly rounded value to within two epsilons."""
-    assert kernel.shape == ref64.shape and kernel.dtype == dtype, what
-    scale = 1 + ref64.abs()
-    err = (kernel.double() - ref64).abs() / scale
-    worst, worst_torch = float(err.max()), float(((same.double() - ref64).abs() / scale).max())
-    eps = torch.finfo(dtype).eps
-    assert err.isfinite().all(), f"{what}: not finite at {(~err.isfinite()).nonzero()[:5]}"
-    assert worst <= 2 * worst_torch + ULPS * eps, (
-        f"{what}: worst relative error {worst:.3g}, PyTorch's {worst_torch:.3g} "
-        f"at element {int(err.argmax())}")
-    if dtype != torch.float32:
-        assert worst <= 2 * eps, f"{what}: {int((err > 2 * eps).sum())} elements off by > 2 eps"
 
 
 @pytest.mark.parametrize("with_center", [False, True], ids=["plain", "center"])
@@ -88,7 +68,8 @@ def test_matches_reference(method, classes, dtype, shape_name, noise_from, with_
     fused, same, ref64 = run(dtype, "triton"), run(dtype, "torch"), run(torch.float64, "torch")
     for what, k, t, r in zip(["output", "grad v", "grad center"], fused, same, ref64):
         if r is not None:
-            assert_no_worse_than_torch(k, t, r, dtype, what)
+            assert k.dtype == dtype, what
+            assert_no_worse_than_torch(k, t, r, what, **tolerance(dtype))
 
 
 @pytest.mark.parametrize("method,classes", [("ssl", 2), ("linear", 3)])
@@ -103,7 +84,7 @@ def test_broadcast_center_gets_the_summed_gradient(method, classes):
     full = evaluate(v, center.expand(3, 5, 7).clone(), grad_out, **options)
     assert torch.equal(broadcast[0], full[0]) and torch.equal(broadcast[1], full[1])
     torch.testing.assert_close(broadcast[2], full[2].sum_to_size(1, 5, 1), rtol=1e-6, atol=1e-6)
-    # a center that needs no gradient (SPEC 3's medians are detached) leaves v's unchanged
+    # a center that needs no gradient (the medians of docs/method.md §3) leaves v's unchanged
     v = v.detach().requires_grad_()
     sga_round(v, center=center, **options).backward(grad_out)
     assert torch.equal(v.grad, full[1])
@@ -121,7 +102,7 @@ def test_fp32_matches_reference_from_hot_to_cold(method, classes):
                    for dt, backend in [(torch.float32, "triton"), (torch.float32, "torch"),
                                        (torch.float64, "torch")]]
         for what, k, t, r in zip(["output", "grad v", "grad center"], *results):
-            assert_no_worse_than_torch(k, t, r, torch.float32, f"tau {tau}: {what}")
+            assert_no_worse_than_torch(k, t, r, f"tau {tau}: {what}", **tolerance(torch.float32))
 
 
 def near(points, steps):
@@ -146,7 +127,7 @@ def test_fp32_matches_reference_at_the_clamps(method, classes):
                    for dt, backend in [(torch.float32, "triton"), (torch.float32, "torch"),
                                        (torch.float64, "torch")]]
         for what, k, t, r in zip(["output", "grad v"], *results):
-            assert_no_worse_than_torch(k, t, r, torch.float32, f"tau {tau}: {what}")
+            assert_no_worse_than_torch(k, t, r, f"tau {tau}: {what}", **tolerance(torch.float32))
 
 
 def _torch_clamp_gradient_at_bound() -> float:
@@ -206,7 +187,7 @@ def test_results_do_not_depend_on_block_size(method, classes):
 def test_in_kernel_two_class_noise_is_the_stream(method):
     """At a half-integer both candidates are at distance 1/2 (f(d_up) = f(d_down)), so at
     tau = 1 S - floor(v) = sigmoid(L) for the element's logistic variate L: the kernel's L,
-    element by element, against sgafast.noise (per-item seeds, a counter, items of 37
+    element by element, against sgafast.ops.noise (per-item seeds, a counter, items of 37
     elements, several blocks per item: the four-per-call layout across block edges; a BLOCK
     below 4 is raised to 4)."""
     v = (torch.arange(3 * 37, dtype=torch.float32).reshape(3, 37) % 9 - 4 + 0.5).to(DEVICE)

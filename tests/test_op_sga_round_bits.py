@@ -6,16 +6,15 @@ import pytest
 import torch
 from compressai.entropy_models import GaussianConditional
 
+from helpers import DEVICE, assert_no_worse_than_torch, tolerance
 from sgafast import Rounding, sga_round
 from sgafast.errors import SgafastError
 from sgafast.families.base import Gaussian
-from sgafast.fused_rate import gaussian_bits
-from sgafast.fused_round_rate import sga_round_bits
-from sgafast.kernels import round_rate as kernels
-from sgafast.rounding import TWO_CLASS_METHODS
+from sgafast.kernels import sga_round_bits as kernels
+from sgafast.ops.gaussian_bits import gaussian_bits
+from sgafast.ops.rounding import TWO_CLASS_METHODS
+from sgafast.ops.sga_round_bits import sga_round_bits
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-ULPS = 8  # slack of the flash-attention rule below, in units of the dtype's epsilon
 BOUND = torch.tensor(0.11).item()  # CompressAI's scale bound, an fp32 buffer
 LIKELIHOOD_BOUND = 1e-9
 TAU = 0.5
@@ -83,29 +82,7 @@ def fused(y, means, scales, grad_y_soft, grad_bits, rounding, bound, fn):
     return y_soft.detach(), bits.detach(), *(None if t is None else t.grad for t in leaves)
 
 
-def assert_no_worse_than_torch(kernel, sames, ref64, eps, what, half_eps=None):
-    """flash-attention's rule, on errors relative to 1 + |ref64|: the kernel's worst error is at
-    most twice the worse of the unfused compositions' (``sames``) at the same dtype plus a few
-    epsilons; a half-precision result, computed in fp32 from exact inputs, must also be within
-    two of its epsilons (``half_eps``) of the float64 value. Returns the worst error.
 
-    Both compositions count: a gradient of the bits can amplify the last-ulp error of the
-    residual S(y - mu) by (r / sigma)^2 (hundreds), so which fp32 S happens to land nearer the
-    exact value decides the comparison; the fused op's S is sga_round's kernel's.
-    """
-    assert kernel.shape == ref64.shape, what
-    scale = 1 + ref64.double().abs()
-    err = (kernel.double() - ref64.double()).abs() / scale
-    worst = float(err.max())
-    worst_torch = max(float(((same.double() - ref64.double()).abs() / scale).max())
-                      for same in sames)
-    assert err.isfinite().all(), f"{what}: not finite at {(~err.isfinite()).nonzero()[:5]}"
-    assert worst <= 2 * worst_torch + ULPS * eps, (
-        f"{what}: worst relative error {worst:.3g}, the compositions' {worst_torch:.3g} "
-        f"at element {int(err.argmax())}")
-    if half_eps is not None:
-        assert worst <= 2 * half_eps, f"{what}: {int((err > 2 * half_eps).sum())} elements off"
-    return worst
 
 
 def assert_matches_composition(y, means, scales, rounding, gen, fn=sga_round_bits):
@@ -119,7 +96,6 @@ def assert_matches_composition(y, means, scales, rounding, gen, fn=sga_round_bit
              for backend in ("torch", "triton")]
     got = fused(y, means, scales, *grads, rounding, bound, fn)
     assert got[1].dtype == torch.float32 and got[1].shape == y.shape[:1]
-    half_eps = None if dtype == torch.float32 else torch.finfo(dtype).eps
     names = ["y_soft", "bits", "grad y", "grad means", "grad scales"]
     worst = {}
     for i, (what, k, r) in enumerate(zip(names, got, ref64)):
@@ -128,12 +104,11 @@ def assert_matches_composition(y, means, scales, rounding, gen, fn=sga_round_bit
             continue
         same = [s[i] for s in sames]
         if what == "bits":  # fp32 from y_soft - mu in fp32, whatever y's dtype
-            worst[what] = assert_no_worse_than_torch(k, same, r, torch.finfo(torch.float32).eps,
-                                                     what)
+            worst[what] = assert_no_worse_than_torch(k, same, r, what,
+                                                     **tolerance(torch.float32))
         else:
             assert k.dtype == dtype, what
-            worst[what] = assert_no_worse_than_torch(k, same, r, torch.finfo(dtype).eps, what,
-                                                     half_eps)
+            worst[what] = assert_no_worse_than_torch(k, same, r, what, **tolerance(dtype))
     return worst, ref64
 
 
@@ -171,9 +146,9 @@ def test_several_programs_per_image(method, classes, block):
                    seeds=SEEDS.to(DEVICE), counter=COUNTER.to(DEVICE), scale_bound=BOUND,
                    likelihood_bound=LIKELIHOOD_BOUND, block=block, num_warps=4)
     tau = torch.tensor([TAU], device=DEVICE)
-    got = (*kernels.round_bits_forward(y, tau, scales, means, **options),
-           *kernels.round_bits_backward(grad_y_soft, GRAD_BITS.to(DEVICE), y, tau, scales, means,
-                                        **options))
+    got = (*kernels.sga_round_bits_forward(y, tau, scales, means, **options),
+           *kernels.sga_round_bits_backward(grad_y_soft, GRAD_BITS.to(DEVICE), y, tau, scales,
+                                            means, **options))
     want = composition(y, means, scales, grad_y_soft, GRAD_BITS, rounding, torch.float32, BOUND)
     # got: y_soft, bits, grad y, grad scales, grad means; want: ..., grad means, grad scales
     for k, w in zip(got, [want[0], want[1], want[2], want[4], want[3]]):

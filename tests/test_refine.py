@@ -1,4 +1,4 @@
-"""The refinement driver (SPEC 3-6) on the bundled model and real Kodak crops."""
+"""The refinement driver (docs/method.md §3-6) on the bundled model and real Kodak crops."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Temperature schedules of SPEC section 4."""
+"""Temperature schedules of docs/method.md §4."""
 
 import math
 

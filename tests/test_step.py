@@ -5,11 +5,10 @@ import math
 import pytest
 import torch
 
+from helpers import DEVICE
 from sgafast import gumbel_noise, sga_round
+from sgafast.ops.schedule import TAU_MIN, temperature
 from sgafast.refine import RefineConfig, Refinement, refine_batch
-from sgafast.schedule import TAU_MIN, temperature
-
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
@@ -73,7 +72,7 @@ def test_a_step_reads_nothing_back_to_the_host(default_model, kodak_crops, monke
 
 @pytest.mark.slow
 def test_the_compiled_step_gives_the_eager_result(default_model, kodak_crops):
-    """Same noise, same schedule: the true R-D loss within 0.5 % per image (SPEC 5 batching)."""
+    """Same noise, same schedule: the true R-D loss within 0.5 % per image (docs/method.md §5)."""
     x = kodak_crops[:, :, :48, :64].to(DEVICE)
     cfg = RefineConfig(iters=30, track_every=10, tau_rate=0.02)
     eager, compiled = (refine_batch(default_model, x, ["a", "b"],

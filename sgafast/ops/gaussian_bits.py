@@ -4,9 +4,10 @@ from typing import Optional
 
 import torch
 
-from .errors import SgafastError
-from .kernels import gaussian_rate as kernels
-from .kernels.sga_round import launch_config
+from ..errors import SgafastError
+from ..kernels import gaussian_bits as kernels
+from ..kernels.launch import launch_config
+from .arguments import broadcast_like
 
 
 @torch.library.custom_op("sgafast::gaussian_bits", mutates_args=())
@@ -61,15 +62,6 @@ def _backward(ctx, grad_bits):
 gaussian_bits_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _like_v(t: torch.Tensor, v: torch.Tensor, name: str) -> torch.Tensor:
-    """t broadcast to v's shape, contiguous: autograd's expand backward sums its gradient back."""
-    try:
-        return t.expand(v.shape).contiguous()
-    except RuntimeError as err:
-        raise SgafastError(f"{name} of shape {tuple(t.shape)} does not broadcast to v's shape "
-                           f"{tuple(v.shape)}") from err
-
-
 def gaussian_bits(v: torch.Tensor, scales: torch.Tensor, means: torch.Tensor | None = None, *,
                   scale_bound: float = 0.11, likelihood_bound: float = 1e-9) -> torch.Tensor:
     """(B,) float32 bits of each image of v under CompressAI's GaussianConditional.
@@ -83,8 +75,8 @@ def gaussian_bits(v: torch.Tensor, scales: torch.Tensor, means: torch.Tensor | N
         raise SgafastError(f"scale_bound must be positive (as in CompressAI), got {scale_bound}")
     if v.dim() == 0:
         raise SgafastError("v needs a batch dimension: bits are summed per entry of dim 0")
-    scales = _like_v(scales, v, "scales")
-    means = None if means is None else _like_v(means, v, "means")
+    scales = broadcast_like(scales, v, "scales")
+    means = None if means is None else broadcast_like(means, v, "means")
     per_item = v.numel() // v.shape[0] if v.shape[0] else 0
     block, num_warps = launch_config(per_item, v.device)
     return torch.ops.sgafast.gaussian_bits(v.contiguous(), scales, means, float(scale_bound),

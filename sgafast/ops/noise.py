@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import SgafastError
+from ..errors import SgafastError
 
 PHILOX_KEY_A = 0x9E3779B9
 PHILOX_KEY_B = 0xBB67AE85

@@ -1,4 +1,4 @@
-"""The reference soft rounding of SPEC section 2, written as the formulas read (the CPU path).
+"""The reference soft rounding of docs/method.md §2, written as the formulas read (the CPU path).
 
 No performance tricks: these functions are the specification in code, the ground truth of every
 kernel test, and what ``sga_round(..., backend="torch")`` runs.
@@ -26,7 +26,8 @@ def _logit(d: torch.Tensor) -> torch.Tensor:
 
 
 def two_class_log_weight(d: torch.Tensor, method: str, a: float) -> torch.Tensor:
-    """f(d): the log-weight of the candidate at distance d in [0, 1 - EPS] (SPEC 2, two-class)."""
+    """f(d): the log-weight of the candidate at distance d in [0, 1 - EPS] (two classes,
+    docs/method.md §2)."""
     if method == "atanh":
         return -torch.atanh(d)
     if method == "linear":
@@ -40,7 +41,7 @@ def two_class_log_weight(d: torch.Tensor, method: str, a: float) -> torch.Tensor
 
 def three_class_log_weight(d: torch.Tensor, method: str, a: float, r: float,
                            n: float) -> torch.Tensor:
-    """g(d): the log-weight of the candidate at signed distance d (SPEC 2, three-class)."""
+    """g(d): the log-weight at signed distance d (three classes, docs/method.md §2)."""
     if method == "linear":
         return n * torch.log(torch.clamp(1 - r * d.abs(), min=THREE_CLASS_FLOOR))
     if method == "cosine":

@@ -1,4 +1,4 @@
-"""``sga_round``: the public soft-rounding op, its argument checks and backend dispatch."""
+"""What a rounding is (``Rounding``: method, classes, parameters), and where the kernels run."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 
 import torch
 
-from . import reference
-from .errors import SgafastError
-from .noise import MAX_SEED, gumbel_noise, uniform_stream
+from ..errors import SgafastError
+from ..kernels.launch import KERNEL_DTYPES
+from .noise import MAX_SEED
 
 TWO_CLASS_METHODS = ("atanh", "linear", "cosine", "ssl")
 THREE_CLASS_METHODS = ("linear", "cosine", "ssl")
@@ -75,74 +75,11 @@ def draw_seed(generator: torch.Generator | None = None) -> int:
     return int(torch.randint(0, MAX_SEED, (), generator=generator))
 
 
-def _reference(v: torch.Tensor, tau, rounding: Rounding, seed, counter, noise):
-    if rounding.method == "ste":
-        return reference.straight_through(v)
-    if rounding.method == "danneal":
-        return reference.deterministic_anneal(v, tau)
-    if rounding.method == "noise":
-        u = noise[..., 0] if noise is not None else uniform_stream(
-            v.shape, seed=seed, classes=1, counter=counter, device=v.device)[..., 0]
-        return reference.uniform_noise(v, u.to(v.dtype))
-    if noise is None:
-        noise = gumbel_noise(v.shape, seed=seed, classes=rounding.classes, counter=counter,
-                             device=v.device)
-    return reference.soft_round(v, tau, noise.to(v.dtype), method=rounding.method,
-                                classes=rounding.classes, a=rounding.a, r=rounding.r,
-                                n=rounding.n)
-
-
-def _use_triton(backend: str, v: torch.Tensor, rounding: Rounding) -> bool:
+def kernels_run(backend: str, v: torch.Tensor) -> bool:
+    """Whether the fused kernels compute on ``v``: ``"triton"`` always, ``"auto"`` on CUDA for
+    the dtypes they take (float64 stays on the reference), ``"torch"`` never."""
     if backend not in BACKENDS:
         raise SgafastError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if not rounding.is_gumbel:
-        return False  # the baselines are one or two PyTorch ops: nothing to fuse
-    if backend == "auto":  # the kernels take fp32/fp16/bf16; float64 stays on the reference
-        return v.is_cuda and v.dtype in (torch.float32, torch.float16, torch.bfloat16)
+    if backend == "auto":
+        return v.is_cuda and v.dtype in KERNEL_DTYPES
     return backend == "triton"
-
-
-def sga_round(v: torch.Tensor, tau, rounding: Rounding | None = None, *,
-              center: torch.Tensor | None = None, seed=None, counter=None,
-              noise: torch.Tensor | None = None, backend: str = "auto",
-              **params) -> torch.Tensor:
-    """Stochastic soft rounding S(v; tau) of SPEC section 2 (or a baseline), differentiable.
-
-    The rounding is a :class:`Rounding`, or built from ``params`` (``method``, ``classes``,
-    ``a``, ``r``, ``n``; its defaults: two-class SSL). ``tau`` is a float or a one-element
-    tensor (kept on the device: no host sync). ``center`` gives S(v - center) + center
-    (differentiable in both). Noise is either explicit (``noise`` of shape
-    ``v.shape + (classes,)``, Gumbel samples with ``noise[..., k]`` for the k-th candidate in
-    ascending order; uniforms in [0, 1) of shape ``v.shape + (1,)`` for ``method="noise"``) or
-    drawn from the counter-based stream of ``seed`` (an int, or one seed per entry of dim 0) and
-    ``counter`` (two upper Philox counter words, default (0, 0)); with neither, a seed is drawn
-    from torch's generator. ``backend``: ``"auto"`` fuses on CUDA, ``"triton"`` always fuses,
-    ``"torch"`` never does.
-    """
-    if rounding is None:
-        try:
-            rounding = Rounding(**params)
-        except TypeError as err:
-            raise SgafastError(f"sga_round: {err}") from err
-    elif params:
-        raise SgafastError("give either a Rounding or its parameters, not both")
-    tau = check_tau(tau)
-    if noise is not None and seed is not None:
-        raise SgafastError("give either noise or seed, not both")
-    if noise is not None and noise.shape != (*v.shape, rounding.noise_classes):
-        raise SgafastError(f"noise must have shape {(*v.shape, rounding.noise_classes)}, "
-                           f"got {tuple(noise.shape)}")
-    if noise is None and seed is None and rounding.method not in ("ste", "danneal"):
-        seed = draw_seed()
-    if center is not None and center.dtype != v.dtype:
-        center = center.to(v.dtype)
-    if _use_triton(backend, v, rounding):
-        from .fused import fused_sga_round
-
-        if not isinstance(tau, torch.Tensor):
-            tau = torch.tensor(tau, dtype=torch.float32)
-        return fused_sga_round(v, tau, rounding, center=center, seed=seed, counter=counter,
-                               noise=noise)
-    if center is None:
-        return _reference(v, tau, rounding, seed, counter, noise)
-    return _reference(v - center, tau, rounding, seed, counter, noise) + center

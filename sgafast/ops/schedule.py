@@ -1,4 +1,4 @@
-"""Temperature schedules of SPEC sections 2 and 4, on the host (floats) or the device (tensors)."""
+"""Temperature schedules of docs/method.md §2 and §4, on the host (floats) or device (tensors)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ TAU_MIN = 1e-6
 
 
 def default_tau_max(method: str) -> float:
-    """tau_max of SPEC 4: 0.5 for atanh (the original SGA schedule), 1.0 for the SGA+ methods."""
+    """tau_max of docs/method.md §4: 0.5 for atanh (the original SGA schedule), 1.0 for the
+    SGA+ methods."""
     return TAU_MAX.get(method, 1.0)
 
 

@@ -4,10 +4,10 @@ from typing import Optional
 
 import torch
 
-from .errors import SgafastError
-from .fused_rate import _like_v
-from .kernels import round_rate as kernels
-from .kernels.sga_round import launch_config
+from ..errors import SgafastError
+from ..kernels import sga_round_bits as kernels
+from ..kernels.launch import launch_config
+from .arguments import broadcast_like
 from .noise import check_counter, check_seeds
 
 
@@ -18,10 +18,10 @@ def sga_round_bits_op(y: torch.Tensor, tau: torch.Tensor, scales: torch.Tensor,
                       scale_bound: float, likelihood_bound: float, block: int,
                       num_warps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(y_soft, float32 bits per image) for contiguous y, scales and means of y's shape."""
-    return kernels.round_bits_forward(y, tau, scales, means, method=method, classes=classes,
-                                      a=a, r=r, n=n, seeds=seeds, counter=counter,
-                                      scale_bound=scale_bound, likelihood_bound=likelihood_bound,
-                                      block=block, num_warps=num_warps)
+    return kernels.sga_round_bits_forward(
+        y, tau, scales, means, method=method, classes=classes, a=a, r=r, n=n, seeds=seeds,
+        counter=counter, scale_bound=scale_bound, likelihood_bound=likelihood_bound, block=block,
+        num_warps=num_warps)
 
 
 @sga_round_bits_op.register_fake
@@ -39,7 +39,7 @@ def sga_round_bits_backward_op(grad_y_soft: torch.Tensor, grad_bits: torch.Tenso
                                likelihood_bound: float, block: int, num_warps: int
                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(grad_y, grad_scales, grad_means); grad_means is empty without means or means_grad."""
-    grad_y, grad_scales, grad_means = kernels.round_bits_backward(
+    grad_y, grad_scales, grad_means = kernels.sga_round_bits_backward(
         grad_y_soft, grad_bits, y, tau, scales, means, means_grad=means_grad, method=method,
         classes=classes, a=a, r=r, n=n, seeds=seeds, counter=counter, scale_bound=scale_bound,
         likelihood_bound=likelihood_bound, block=block, num_warps=num_warps)
@@ -98,8 +98,8 @@ def sga_round_bits(y: torch.Tensor, tau: torch.Tensor, rounding, *,
     seeds = check_seeds(seed, y.shape[0], y.device)
     if seeds.numel() != y.shape[0]:
         raise SgafastError(f"seed: give one seed per image ({y.shape[0]} here), not one for all")
-    scales = _like_v(scales.to(y.dtype), y, "scales")
-    means = None if means is None else _like_v(means.to(y.dtype), y, "means")
+    scales = broadcast_like(scales.to(y.dtype), y, "scales")
+    means = None if means is None else broadcast_like(means.to(y.dtype), y, "means")
     per_item = y.numel() // y.shape[0] if y.shape[0] else 0
     block, num_warps = launch_config(per_item, y.device)
     return torch.ops.sgafast.sga_round_bits(
