@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT := out/demo
 
-.PHONY: venv demo test bench bench-e2e clean
+.PHONY: venv demo test bench bench-e2e bench-sizes clean
 
 $(STAMP): requirements.txt setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ bench: venv
 bench-e2e: venv
 	$(BIN)/python benchmarks/bench_e2e.py --device cpu --models default,mbt2018-mean:3 \
 		--batches 1 --pipeline-images 48 --pipeline-iters 10 --out benchmarks/results/e2e
+
+# a dataset of 24 image sizes, compiled and eager (CPU; KODAK: a folder of the 24 Kodak PNGs)
+KODAK ?= ../shared/data/kodak
+bench-sizes: venv
+	$(BIN)/python benchmarks/bench_sizes.py --kodak $(KODAK) --iters 200 --batch-size 4 \
+		--out benchmarks/results/sizes
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

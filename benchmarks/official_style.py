@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from sgafast import codec
-from sgafast.images import Geometry
+from sgafast.images import Canvas, Geometry
 
 EPS = 1e-5
 
@@ -79,8 +79,8 @@ class OfficialStyleRun:
         self.losses.append(loss.item())
         if self.track:
             with torch.no_grad():
-                true_loss, _ = codec.hard_rd(self.family, self.x, self.latents, self.lmbda,
-                                             self.geometry)
+                true_loss, _ = codec.hard_rd(self.family, Canvas.of(self.x), self.latents,
+                                             self.lmbda)
                 self.true_losses.append(true_loss.sum().item())
         self.t += 1
 

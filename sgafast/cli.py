@@ -137,6 +137,13 @@ def report_failures(failures) -> int:
     return 1 if failures else 0
 
 
+def _compiled_counts(records: list[dict]) -> str:
+    """" (C compiled, E eager)" of the refined records, or nothing without refinement."""
+    steps = [r["history"]["compiled"] for r in records
+             if r.get("iterations") and "compiled" in r.get("history", {})]
+    return f" ({sum(steps)} compiled, {len(steps) - sum(steps)} eager)" if steps else ""
+
+
 def cmd_refine(args) -> int:
     from . import models, pipeline
 
@@ -161,7 +168,8 @@ def cmd_refine(args) -> int:
     summary = pipeline.run_folder(outdir) / "summary.json"
     where = f"; summary in {summary}" if summary.is_file() else ""
     print(f"sgafast: {shard.label}{len(report.records)} of {report.items} images "
-          f"done, {len(report.failures)} failed{listed}{where}", file=sys.stderr)
+          f"done{_compiled_counts(report.records)}, {len(report.failures)} failed{listed}{where}",
+          file=sys.stderr)
     return code
 
 

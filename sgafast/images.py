@@ -165,3 +165,48 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     top, left = max((h - size) // 2, 0), max((w - size) // 2, 0)
     return x[..., top:top + size, left:left + size]
+
+
+@dataclasses.dataclass(frozen=True)
+class Canvas:
+    """Images that share a padded size, each padded onto it as the codec pads it alone (zeros
+    around the image, centred): what the transforms see. The distortion counts each image's own
+    pixels (``mask``, ``num_pixels``), so no shape in the loss depends on an image's exact size."""
+
+    x: torch.Tensor  # (B, 3, H, W) at the padded size
+    geometries: tuple[Geometry, ...]
+
+    @classmethod
+    def of(cls, images) -> Canvas:
+        """From a (B, 3, H, W) batch of one size, or a list of (3, H, W) or (1, 3, H, W) images
+        of sizes that share a padded size."""
+        if isinstance(images, torch.Tensor):
+            batch = images if images.dim() == 4 else images[None]
+            geometry = Geometry.of(batch)
+            return cls(geometry.pad(batch), (geometry,) * batch.shape[0])
+        batch = [image if image.dim() == 4 else image[None] for image in images]
+        geometries = tuple(Geometry.of(image) for image in batch)
+        if len({g.padded_size for g in geometries}) > 1:
+            raise SgafastError("images of one batch must share a padded size (a multiple of "
+                               f"{STRIDE}); got {sorted({g.padded_size for g in geometries})}")
+        return cls(torch.cat([g.pad(image) for g, image in zip(geometries, batch)]), geometries)
+
+    @functools.cached_property
+    def mask(self) -> torch.Tensor:
+        """(B, 1, H, W): 1 on each image's own pixels, 0 on its padding."""
+        ones = self.x.new_ones(1, 1, 1, 1)
+        return torch.cat([g.pad(ones.expand(1, 1, g.height, g.width)) for g in self.geometries])
+
+    @functools.cached_property
+    def num_pixels(self) -> torch.Tensor:
+        """(B,) float32: each image's own pixel count."""
+        return torch.tensor([g.num_pixels for g in self.geometries], dtype=torch.float32,
+                            device=self.x.device)
+
+    def image(self, b: int) -> torch.Tensor:
+        """Image b as it was given, (1, 3, h, w)."""
+        return self.geometries[b].unpad(self.x[b:b + 1])
+
+    def to(self, device) -> Canvas:
+        return Canvas(self.x.to(device), self.geometries)
+

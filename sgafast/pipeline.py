@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from . import bitstream, codec
 from .errors import SgafastError
-from .images import Geometry, oriented_size, read_image_with_notes
+from .images import Canvas, Geometry, oriented_size, read_image_with_notes
 from .inputs import RUN_FOLDER, Item, collect
 from .io import atomic_write_bytes, atomic_write_json, read_json
 from .metrics import msssim, psnr
@@ -97,7 +97,7 @@ def measure(model: BaseModel, x: torch.Tensor, latents, geometry: Geometry,
     decoded = bitstream.decode(model, data)
     decode_seconds = time.perf_counter() - tick
     with torch.no_grad():
-        loss, terms = codec.hard_rd(model.family, x, latents, lmbda, geometry)
+        loss, terms = codec.hard_rd(model.family, Canvas.of(x), latents, lmbda)
     return {
         "bpp": 8 * len(data) / num_pixels,
         "bpp_likelihood": float(terms["bits"][0]) / num_pixels,
@@ -111,12 +111,14 @@ def measure(model: BaseModel, x: torch.Tensor, latents, geometry: Geometry,
 
 
 def _probe(items: list[Item]) -> tuple[dict, list[tuple[Item, str]]]:
-    """Group readable images by displayed size, without decoding them; record unreadable ones."""
+    """Group readable images by padded size (images of different sizes share a batch when
+    their padded sizes agree), without decoding them; record unreadable ones."""
     groups, failures = defaultdict(list), []
     for item in items:
         try:
             with Image.open(item.path) as img:
-                groups[oriented_size(img)].append(item)
+                width, height = oriented_size(img)
+            groups[Geometry(height, width).padded_size].append(item)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             failures.append((item, f"cannot read the image ({exc})"))
     return groups, failures
@@ -139,7 +141,8 @@ def _record(entry: LoadedImage, model: BaseModel, cfg: RefineConfig, run_setting
         "history": {"relaxed_loss": refined.relaxed_loss, "true_loss": refined.true_loss,
                     "tracking_seconds": refined.tracking_seconds,
                     "warmup_seconds": refined.warmup_seconds,
-                    "peak_memory_bytes": refined.peak_memory_bytes},
+                    "peak_memory_bytes": refined.peak_memory_bytes,
+                    "compiled": refined.compiled},
         "settings": run_settings,
         "speed_options": {k: getattr(cfg, k) for k in SPEED_OPTIONS},
     }
@@ -193,17 +196,17 @@ class _Writer:
         self.bar.update(1)
         return Failure(str(item.path), reason)
 
-    def submit(self, x: torch.Tensor, loaded: list[LoadedImage], results: list[Refined]) -> None:
-        self.jobs.append(self.pool.submit(self._finish, x, loaded, results))
+    def submit(self, canvas: Canvas, loaded: list[LoadedImage], results: list[Refined]) -> None:
+        self.jobs.append(self.pool.submit(self._finish, canvas, loaded, results))
 
-    def _finish(self, x, loaded, results) -> tuple[list[dict], list[Failure]]:
+    def _finish(self, canvas, loaded, results) -> tuple[list[dict], list[Failure]]:
         records, failures, lmbda = [], [], self.settings["lmbda"]
         for i, (entry, refined) in enumerate(zip(loaded, results)):
             item = entry.item
             if not refined.codable:  # the entropy coder never sees a non-finite latent
                 failures.append(self.fail(item, refined.divergence_message()))
                 continue
-            xi = x[i:i + 1]
+            xi = canvas.image(i)
             base, _ = measure(self.model, xi, refined.base, refined.geometry, lmbda)
             final, data = measure(self.model, xi, refined.latents, refined.geometry, lmbda)
             record = _record(entry, self.model, self.cfg, self.settings, refined, base, final,
@@ -232,12 +235,12 @@ class _Writer:
 
 def _refine(model, loaded: list[LoadedImage], cfg: RefineConfig, device,
             progress) -> tuple[list, list[LoadedImage]]:
-    """([(entries, x, results)], entries too large even alone): a batch that runs out of
+    """([(entries, canvas, results)], entries too large even alone): a batch that runs out of
     memory is retried image by image."""
     try:
-        x = torch.stack([e.image for e in loaded]).to(device)
-        return [(loaded, x, refine_batch(model, x, [e.item.stem for e in loaded], cfg,
-                                         progress))], []
+        canvas = Canvas.of([e.image for e in loaded]).to(device)
+        return [(loaded, canvas, refine_batch(model, canvas, [e.item.stem for e in loaded], cfg,
+                                              progress))], []
     except torch.OutOfMemoryError:
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -309,8 +312,8 @@ def refine_items(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineC
                                          "with more memory, or downscale or tile the image")
                              for entry in too_large]
                 busy += time.perf_counter() - tick
-                for entries, x, results in parts:
-                    writer.submit(x, entries, results)
+                for entries, canvas, results in parts:
+                    writer.submit(canvas, entries, results)
         finally:
             done, failed = writer.drain()  # what is complete is written, even on Ctrl-C
     bar.close()

@@ -1,4 +1,4 @@
-"""The refinement driver: optimise one batch of same-size images' latents (docs/method.md §3-5).
+"""The refinement driver: optimise one batch of images' latents (docs/method.md §3-5).
 
 The loss of a batch is the sum of per-image losses and every image's noise comes from (its own
 seed, iteration, latent), so each image follows exactly the trajectory it would follow alone.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import sys
 import time
 
 import torch
@@ -21,7 +22,7 @@ from tqdm import tqdm
 from . import codec, step
 from .errors import SgafastError
 from .families import architecture_of
-from .images import Geometry
+from .images import Canvas, Geometry
 from .models import BaseModel
 from .ops.rounding import Rounding
 from .ops.schedule import TAU_RATE, default_tau_max
@@ -115,6 +116,7 @@ class Refined:
     warmup_seconds: float  # the first step, compilation included, within ``seconds``
     diverged_at: int | None  # the first iteration whose loss was not finite
     peak_memory_bytes: int | None = None  # the batch's CUDA peak, per image; None on a CPU
+    compiled: bool = False  # whether the step ran compiled (else eagerly)
 
     @property
     def codable(self) -> bool:
@@ -127,6 +129,20 @@ class Refined:
     def divergence_message(self) -> str:
         where = f"at iteration {self.diverged_at}" if self.diverged_at is not None else ""
         return f"diverged {where}; lower --lr / --tau-rate".replace("  ", " ")
+
+
+_EAGER_NOTES: set[str] = set()
+
+
+def _note_eager(exc: Exception) -> None:
+    """One line on stderr, once per kind of failure: the step runs eagerly, and why."""
+    kind = type(exc).__name__
+    if kind not in _EAGER_NOTES:
+        _EAGER_NOTES.add(kind)
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = " ".join([kind + ":", *lines[:2]])[:240]
+        print(f"sgafast: note: the compiled step is unavailable ({reason}); running eagerly "
+              "(records say history.compiled = false)", file=sys.stderr)
 
 
 def image_seed(run_seed: int, identity: str) -> int:
@@ -163,31 +179,34 @@ class Refinement:
 
     ``advance(k)`` runs k more iterations (tracking the true loss at multiples of
     ``track_every``); ``results()`` finishes. The benchmarks time ``advance`` in slices.
+    ``images``: a (B, 3, H, W) batch, or a list of images that share a padded size.
     """
 
-    def __init__(self, model: BaseModel, x: torch.Tensor, identities: list[str],
-                 cfg: RefineConfig):
+    def __init__(self, model: BaseModel, images, identities: list[str], cfg: RefineConfig):
         self.start = time.perf_counter()
+        self.canvas = images if isinstance(images, Canvas) else Canvas.of(images)
+        x = self.canvas.x
         if x.is_cuda:
             torch.cuda.reset_peak_memory_stats(x.device)
         self.family, self.x, self.cfg = model.family, x, cfg
         self.lmbda = lmbda_of(model, cfg)
-        self.geometry = Geometry.of(x)
         with torch.no_grad():
-            self.base = self.family.analyse(self.geometry.pad(x))
+            self.base = self.family.analyse(x)
         self.latents = tuple(v.clone().requires_grad_(True) for v in self.base)
         self.batch = len(identities)
         self.relaxed = torch.zeros(cfg.iters if cfg.refines else 0, self.batch, device=x.device)
         self.done, self.tracked, self.stopped = 0, [], False
         self.tracking_seconds = self.warmup_seconds = 0.0
+        self.compiled = False
         if cfg.refines:
             seeds = torch.tensor([image_seed(cfg.seed, i) for i in identities], device=x.device)
-            problem = step.StepProblem(self.family, x, self.geometry, seeds, cfg.rounding,
-                                       cfg.tau_max, cfg.tau_rate, self.lmbda, cfg.backend,
-                                       cfg.precision)
-            compiles = cfg.compiles(self.family)
-            self.relaxed_loss = step.compiled(problem) if compiles else problem.relaxed_loss
-            self.graphed = compiles and x.is_cuda
+            self.problem = step.StepProblem(
+                self.family, x, self.canvas.mask, self.canvas.num_pixels, seeds, cfg.rounding,
+                cfg.tau_max, cfg.tau_rate, self.lmbda, cfg.backend, cfg.precision)
+            self.compiled = cfg.compiles(self.family)
+            self.relaxed_loss = (step.compiled(self.problem) if self.compiled
+                                 else self.problem.relaxed_loss)
+            self.graphed = self.compiled and x.is_cuda
             self.opt = _adam(list(self.latents), cfg.lr, self.graphed)
             self.t = torch.zeros((), dtype=torch.int64, device=x.device)
 
@@ -195,8 +214,7 @@ class Refinement:
         """Append the true R-D loss after ``done`` updates (outside the step, no gradients)."""
         tick = time.perf_counter()
         with torch.no_grad(), record_function("tracking"):
-            loss, _ = codec.hard_rd(self.family, self.x, self.latents, self.lmbda,
-                                    self.geometry)
+            loss, _ = codec.hard_rd(self.family, self.canvas, self.latents, self.lmbda)
         self.tracked.append((self.done, loss))
         self.tracking_seconds += time.perf_counter() - tick
 
@@ -214,6 +232,21 @@ class Refinement:
         self.t.add_(1)
         self.done += 1
 
+    def _first_compiled_step(self) -> None:
+        """The first step, which compiles (or finds the graph in dynamo's cache). Where that
+        fails, or dynamo's cache of graphs is full, the batch runs eagerly, said once."""
+        try:
+            with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+                self.step()
+        except (torch.OutOfMemoryError, SgafastError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: the eager step is the same
+            _note_eager(exc)
+            self.opt.zero_grad(set_to_none=True)
+            self.compiled = self.graphed = False
+            self.relaxed_loss = self.problem.relaxed_loss
+            self.step()
+
     def advance(self, iters: int, progress=None) -> None:
         """Run ``iters`` more iterations (at most up to ``cfg.iters``); a batch whose every image
         has diverged stops at the next tracking point (the only host read, every k steps)."""
@@ -227,7 +260,10 @@ class Refinement:
                     self.stopped = True  # every image diverged: nothing left to refine
                     return
             with tensor_cores(self.cfg.precision, self.x.device):
-                self.step()
+                if self.done == 0 and self.compiled:
+                    self._first_compiled_step()
+                else:
+                    self.step()
             if self.done == 1:
                 self.warmup_seconds = time.perf_counter() - self.start
             if progress is not None:
@@ -244,42 +280,45 @@ class Refinement:
         n = self.batch
         peak = torch.cuda.max_memory_allocated(self.x.device) // n if self.x.is_cuda else None
         return [Refined(latents=tuple(v[b:b + 1].detach() for v in self.latents),
-                        base=tuple(v[b:b + 1] for v in self.base), geometry=self.geometry,
+                        base=tuple(v[b:b + 1] for v in self.base),
+                        geometry=self.canvas.geometries[b],
                         relaxed_loss=relaxed_rows[b],
                         true_loss=[(i, values[b]) for i, values in tracked_rows],
                         seconds=seconds / n, tracking_seconds=self.tracking_seconds / n,
                         warmup_seconds=self.warmup_seconds / n, diverged_at=diverged[b],
-                        peak_memory_bytes=peak)
+                        peak_memory_bytes=peak, compiled=self.compiled)
                 for b in range(n)]
 
 
-def refine_batch(model: BaseModel, x: torch.Tensor, identities: list[str],
-                 cfg: RefineConfig, progress: bool = False) -> list[Refined]:
-    """Refine a (B, 3, H, W) batch of same-size images in [0, 1]; one result per image."""
-    run = Refinement(model, x, identities, cfg)
+def refine_batch(model: BaseModel, images, identities: list[str], cfg: RefineConfig,
+                 progress: bool = False) -> list[Refined]:
+    """Refine a batch of images in [0, 1], a (B, 3, H, W) tensor or a list of images of sizes
+    that share a padded size (``images.Canvas``); one result per image."""
+    run = Refinement(model, images, identities, cfg)
     with tqdm(total=len(run.relaxed), desc=f"  {len(identities)} image(s)", leave=False,
               disable=not progress, dynamic_ncols=True) as bar:
         run.advance(len(run.relaxed), bar)
     return run.results()
 
 
-def refine(model, x: torch.Tensor, cfg: RefineConfig | None = None, *,
+def refine(model, images, cfg: RefineConfig | None = None, *,
            identities: list[str] | None = None, **options) -> list[Refined]:
-    """Refine a batch of same-size images with a loaded or plain CompressAI model.
+    """Refine a batch of images with a loaded or plain CompressAI model.
 
-    ``model`` is a :class:`~sgafast.models.BaseModel` or a CompressAI model of a supported
-    architecture (``sgafast.families``; then give ``lmbda``, and call its ``update()``).
-    ``options`` override ``cfg``: run fields (``iters``, ``lr``, ``lmbda``, ...) and the
-    rounding's (``method``, ``classes``, ``a``, ...).
-    ``identities`` name the images for their noise streams (default: their batch index).
+    ``images``: a (B, 3, H, W) or (3, H, W) tensor in [0, 1], or a list of (3, H, W) images
+    whose sizes share a padded size (a multiple of 64). ``model`` is a
+    :class:`~sgafast.models.BaseModel` or a CompressAI model of a supported architecture
+    (``sgafast.families``; then give ``lmbda``, and call its ``update()``). ``options`` override
+    ``cfg``: run fields (``iters``, ``lr``, ``lmbda``, ...) and the rounding's (``method``,
+    ``classes``, ``a``, ...). ``identities`` name the images for their noise streams (default:
+    their batch index).
     """
     if not isinstance(model, BaseModel):
         model = BaseModel(model.eval(), type(model).__name__, architecture_of(model), None)
     cfg = (cfg or RefineConfig()).with_options(**options)
-    if x.dim() == 3:
-        x = x.unsqueeze(0)
-    identities = identities or [str(i) for i in range(x.shape[0])]
-    if len(identities) != x.shape[0]:
-        raise SgafastError(f"{len(identities)} identities for a batch of {x.shape[0]} images")
-    return refine_batch(model, x, identities, cfg)
-
+    canvas = Canvas.of(images)
+    identities = identities or [str(i) for i in range(len(canvas.geometries))]
+    if len(identities) != len(canvas.geometries):
+        raise SgafastError(f"{len(identities)} identities for a batch of "
+                           f"{len(canvas.geometries)} images")
+    return refine_batch(model, canvas, identities, cfg)

@@ -22,7 +22,6 @@ from torch.profiler import record_function
 
 from . import codec, precision
 from .families import Family
-from .images import Geometry
 from .ops.gaussian_bits import gaussian_bits
 from .ops.rounding import Rounding, kernels_run
 from .ops.schedule import temperature
@@ -35,8 +34,9 @@ class StepProblem:
     """What stays fixed during a batch's refinement: the model, the images and the settings."""
 
     family: Family
-    x: torch.Tensor  # the unpadded batch, (B, 3, H, W)
-    geometry: Geometry
+    x: torch.Tensor  # the batch at its padded size, (B, 3, H, W): ``images.Canvas.x``
+    mask: torch.Tensor  # (B, 1, H, W): 1 on each image's own pixels
+    num_pixels: torch.Tensor  # (B,) float32: each image's own pixel count
     seeds: torch.Tensor  # (B,) int64 image seeds on the device
     rounding: Rounding
     tau_max: float
@@ -56,9 +56,9 @@ class StepProblem:
         y_soft, bits = self.family.relaxed(latents, SoftRounder(self, tau, t),
                                            self.hyper_transforms)
         with _label("synthesis"), self.transforms():
-            x_hat = self.geometry.unpad(self.family.synthesis(y_soft)).float()
-        return codec.rd_loss(codec.mse(x_hat, self.x), bits, self.lmbda,
-                             self.geometry.num_pixels)
+            x_hat = self.family.synthesis(y_soft).float()
+        distortion = codec.masked_mse(x_hat, self.x, self.mask, self.num_pixels)
+        return codec.rd_loss(distortion, bits, self.lmbda, self.num_pixels)
 
     @property
     def fused_rate(self) -> bool:
@@ -122,7 +122,12 @@ def _counter(t: torch.Tensor, stream: int) -> torch.Tensor:
 def compiled(problem: StepProblem):
     """``problem.relaxed_loss`` through ``torch.compile`` (a CUDA graph on CUDA).
 
-    The graph has static shapes: one compilation per batch shape and model, cached by dynamo.
+    The graph has static shapes: one per padded image size and batch size (images of different
+    sizes that share a padded size share it), cached by dynamo across batches, at most
+    ``recompile_limit`` of them; the driver runs the eager step beyond (see refine). Dynamic
+    shapes do not give one graph for all sizes with PyTorch 2.14 on the CPU: Inductor's
+    convolution backward and the fake convolution's memory-format check specialise the spatial
+    sizes (README, "Many image sizes").
     """
     mode = "reduce-overhead" if problem.x.is_cuda else None
     return torch.compile(problem.relaxed_loss, mode=mode, dynamic=False)

@@ -13,7 +13,7 @@ from torch import nn
 from sgafast import bitstream, codec, families, models
 from sgafast.cli import main
 from sgafast.errors import SgafastError
-from sgafast.images import Geometry, read_image, write_png
+from sgafast.images import Canvas, Geometry, read_image, write_png
 from sgafast.inputs import collect
 from sgafast.metrics import psnr
 from sgafast.pipeline import refine_items
@@ -148,7 +148,7 @@ def test_pipeline_records_agree_with_the_bitstreams(tiny, pngs, tmp_path, arch):
         assert data == bitstream.encode(model, res.latents, res.geometry)
         assert record["history"]["relaxed_loss"] == pytest.approx(res.relaxed_loss, rel=1e-5)
         with torch.no_grad():
-            loss, _ = codec.hard_rd(model.family, x[i:i + 1], res.latents, 0.01, res.geometry)
+            loss, _ = codec.hard_rd(model.family, Canvas.of(x[i:i + 1]), res.latents, 0.01)
         assert record["rd_loss"] == pytest.approx(loss.item(), rel=1e-5)
         assert record["bpp"] == pytest.approx(8 * len(data) / (H * W))
         decoded = decompress_directly(model, data)

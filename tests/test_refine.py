@@ -7,7 +7,7 @@ from compressai.models import ScaleHyperprior
 import sgafast
 from sgafast import bitstream, codec
 from sgafast.errors import SgafastError
-from sgafast.images import Geometry
+from sgafast.images import Canvas
 from sgafast.models import BaseModel
 from sgafast.refine import RefineConfig, refine_batch
 
@@ -21,10 +21,10 @@ def _crop(kodak_crops, h=48, w=56):
 def test_refinement_lowers_true_rd_loss(default_model, kodak_crops):
     x = _crop(kodak_crops)[:1]
     (res,) = refine_batch(default_model, x, ["a"], RefineConfig.for_method("ssl", **FAST))
-    lmbda, family, geometry = default_model.lmbda, default_model.family, Geometry.of(x)
+    lmbda, family, canvas = default_model.lmbda, default_model.family, Canvas.of(x)
     with torch.no_grad():
-        base, _ = codec.hard_rd(family, x, res.base, lmbda, geometry)
-        refined, _ = codec.hard_rd(family, x, res.latents, lmbda, geometry)
+        base, _ = codec.hard_rd(family, canvas, res.base, lmbda)
+        refined, _ = codec.hard_rd(family, canvas, res.latents, lmbda)
     assert refined.item() < 0.97 * base.item()
     assert len(res.relaxed_loss) == FAST["iters"]
     assert [t for t, _ in res.true_loss] == [0, 40, 80, 120]
@@ -45,10 +45,10 @@ def test_batch_equals_per_image(default_model, kodak_crops):
 
 def test_distortion_ignores_the_padding(default_model, kodak_crops):
     x = _crop(kodak_crops)[:1]
-    geometry, family = Geometry.of(x), default_model.family
+    canvas, family = Canvas.of(x), default_model.family
     with torch.no_grad():
-        latents = family.analyse(geometry.pad(x))
-        _, terms = codec.hard_rd(family, x, latents, 0.01, geometry)
+        latents = family.analyse(canvas.x)
+        _, terms = codec.hard_rd(family, canvas, latents, 0.01)
         x_hat = default_model.net.g_s(family.hard(latents)[0])
         top, left = (64 - 48) // 2, (64 - 56) // 2
         expected = ((x_hat[..., top:top + 48, left:left + 56] - x) ** 2).mean()
