@@ -43,6 +43,7 @@ import torch
 from . import families
 from .errors import SgafastError
 from .images import Geometry
+from .models import as_model
 
 MAGIC = b"SGAF"
 VERSION = 2
@@ -86,6 +87,7 @@ def checksum(data: bytes) -> int:
 def encode(model, latents, geometry: Geometry) -> bytes:
     """Entropy-code the hard version of refined latents (batch of one) into a ``.bin``, with the
     model's own ``compress()``."""
+    model = as_model(model)
     with torch.no_grad():
         strings = model.family.compress(latents)
     hyper = strings.pop(0) if model.family.hyper else b""
@@ -184,12 +186,14 @@ def _checked(model, data: bytes, source: str) -> tuple[Header, list[bytes]]:
 def decompress_args(model, data: bytes, source: str = "bitstream"):
     """(strings, shape) of a checked ``.bin``: what CompressAI's own ``model.net.decompress``
     takes, for decoding without sgafast's decoder (its output is the padded image)."""
+    model = as_model(model)
     header, strings = _checked(model, data, source)
     return model.family.decompress_args(strings, header.geometry.latent_size)
 
 
 def decode(model, data: bytes, source: str = "bitstream") -> torch.Tensor:
     """Decode a ``.bin`` with the unchanged ``model.decompress``: a (1, 3, H, W) image in [0, 1]."""
+    model = as_model(model)
     header, strings = _checked(model, data, source)
     geometry = header.geometry
     device = next(model.net.parameters()).device

@@ -113,6 +113,8 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
                    help="same-size images per batch (default 1)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results in OUTDIR made with other settings (default: refuse)")
 
 
 CONFIG_OPTIONS = ("classes", "a", "r", "n", "iters", "lr", "tau_max", "tau_rate", "lmbda",
@@ -157,7 +159,7 @@ def cmd_refine(args) -> int:
                                    overwrite=args.overwrite)
     sharding.barrier(shard)
     if shard.rank == 0 and (report.records or shard.world > 1):
-        pipeline.merge(outdir, f"sgafast-{args.method}")
+        pipeline.merge(outdir)
     if len(report.records) <= 20 and not args.quiet:
         for r in report.records:
             print(f"{r['name']}: {r['bpp']:.4f} bpp {r['psnr']:.2f} dB "
@@ -195,8 +197,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         [Path(d) for d in args.dataset], Path(args.output), specs,
         evaluate.resolve_models(args.models), refine_config(args, "ssl"), crop=args.crop,
         limit=args.limit, batch_size=args.batch_size, device=resolve_device(args.device),
-        arch=args.arch,
-        jpeg_qualities=args.jpeg, progress=not args.quiet)
+        arch=args.arch, jpeg_qualities=args.jpeg, progress=not args.quiet,
+        overwrite=args.overwrite)
     print((Path(args.output) / "bd.md").read_text())
     return report_failures(result["failures"])
 
@@ -279,8 +281,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "default)")
     add_arch_option(p)
     p.add_argument("--method", default="ssl", choices=METHODS + ("none",))
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace results in OUTDIR made with other settings (default: refuse)")
     add_refine_options(p)
     p.set_defaults(func=cmd_refine)
 

@@ -243,8 +243,9 @@ def _save_figure(fig, path: Path) -> None:
 
 def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_names: list[str],
              base_cfg: RefineConfig, *, crop=None, limit=None, batch_size=1, device="cpu",
-             jpeg_qualities=None, progress=True, arch=None) -> dict:
-    """Run every (method, model) pair, then write the curves, the BD table and the plots."""
+             jpeg_qualities=None, progress=True, arch=None, overwrite=False) -> dict:
+    """Run every (method, model) pair, then write the curves, the BD table and the plots;
+    ``overwrite``: replace runs made with other settings (else they are refused)."""
     labels = [model_label(m) for m in model_names]
     if len(set(labels)) != len(labels):
         raise SgafastError(f"--models: two models share a name ({', '.join(labels)}); "
@@ -252,8 +253,8 @@ def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_n
     inputs = prepare_inputs(dataset, outdir, crop, limit)
     records: dict[str, dict[str, list[dict]]] = {s.label: {} for s in specs}
     failures = []
-    jobs = tqdm(total=len(specs) * len(model_names), desc="eval", disable=not progress,
-                dynamic_ncols=True, position=0)
+    jobs = tqdm(total=len(specs) * len(model_names), desc="eval",
+                disable=None if progress else True, dynamic_ncols=True, position=0)
     for model_name, label in zip(model_names, labels):
         model = models.load(model_name, device, arch)
         for spec in specs:
@@ -261,7 +262,8 @@ def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_n
                                         lr=spec.lr or base_cfg.lr)
             jobs.set_postfix(model=label, method=spec.label)
             report = pipeline.refine_items(inputs, outdir / "runs" / spec.label / label,
-                                           model, cfg, batch_size=batch_size, progress=False)
+                                           model, cfg, batch_size=batch_size, progress=False,
+                                           overwrite=overwrite)
             records[spec.label][label] = report.records
             failures += report.failures
             jobs.update(1)

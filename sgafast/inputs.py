@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 from .errors import SgafastError
@@ -45,35 +46,49 @@ def _walk(folder: Path):
 
 
 def _list_file(spec: str) -> list[str]:
+    """The paths of an ``@list`` file, relative ones resolved against the list's folder; blank
+    lines and comments (from a ``#`` at the start of a line or after a space) are skipped."""
     listing = Path(spec[1:])
     try:
         lines = listing.read_text().splitlines()
     except OSError as exc:
         raise SgafastError(f"{spec}: cannot read the list ({exc.strerror})") from exc
-    base = listing.parent
-    return [str(base / line.strip()) if not os.path.isabs(line.strip()) else line.strip()
-            for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    entries = [re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip() for line in lines]
+    return [entry if os.path.isabs(entry) else str(listing.parent / entry)
+            for entry in entries if entry]
+
+
+def _prefix(path: Path, spec: str) -> str | None:
+    """A list entry's path below the list's folder (posix), which its outputs keep; None for a
+    path given directly or outside the list's folder."""
+    if not spec.startswith("@"):
+        return None
+    relative = os.path.relpath(path, Path(spec[1:]).parent)
+    return None if relative.startswith("..") else Path(relative).as_posix()
 
 
 def collect(specs: list[str]) -> tuple[list[Item], list[tuple[str, str]]]:
     """The sorted, de-duplicated items of files, folders and ``@list`` files (one path a line,
     relative to the list's folder), and the (input, reason) of each refused one.
 
-    A folder's images are named by their path below it (``a/0001.png``), a file by its name, so
-    two files with one name in different folders of one folder never collide; the same file
-    reached twice counts once. Nothing is opened but the folders: sizes are probed later.
+    A folder's images are named by their path below it (``a/0001.png``), a file by its name, a
+    list's entries by their path below the list's folder (``x/img.png`` stays ``x/img.png``), so
+    two files with one name in different folders never collide; the same file reached twice
+    counts once. Nothing is opened but the folders: sizes are probed later.
     """
     found, refused = {}, []
     for spec in specs:
         paths = _list_file(spec) if spec.startswith("@") else [spec]
         for given in paths:
             path = Path(given)
+            prefix = _prefix(path, spec)
             if path.is_dir():
-                entries = list(_walk(path))
+                entries = [(name if prefix in (None, ".") else f"{prefix}/{name}", file)
+                           for name, file in _walk(path)]
                 if not entries:
                     refused.append((given, "no images in this folder"))
             elif path.exists() or not spec.startswith("@"):
-                entries = [(path.name, path)]
+                entries = [(prefix or path.name, path)]
             else:
                 entries = []
                 refused.append((given, f"listed in {spec[1:]} but missing"))

@@ -56,6 +56,25 @@ class BaseModel:
                 **families.dims_of(self.net), "lmbda": self.lmbda}
 
 
+def as_model(model, lmbda: float | None = None) -> BaseModel:
+    """A :class:`BaseModel` as given, or a plain CompressAI net of a supported architecture seen
+    as one (its mode and its parameters are left as they are)."""
+    if isinstance(model, BaseModel):
+        return model
+    return BaseModel(model, type(model).__name__, families.architecture_of(model), lmbda)
+
+
+def check_coder_ready(net: torch.nn.Module) -> None:
+    """Refuse a net whose entropy coders have no CDF tables yet: its ``update()`` was not called."""
+    from compressai.entropy_models import EntropyModel
+
+    for name, module in net.named_modules():
+        if isinstance(module, EntropyModel) and module._quantized_cdf.numel() == 0:
+            raise SgafastError(f"the net's entropy model {name or type(module).__name__} has no "
+                               "CDF tables: call net.update(force=True) before refining it, as "
+                               "CompressAI requires before compress()")
+
+
 def weights_fingerprint(net: torch.nn.Module) -> int:
     """First 8 bytes of SHA-256 over the weights (derived buffers such as CDF tables excluded)."""
     h = hashlib.sha256()

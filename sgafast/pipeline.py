@@ -148,20 +148,27 @@ def _record(entry: LoadedImage, model: BaseModel, cfg: RefineConfig, run_setting
     }
 
 
-def _finished(item: Item, outdir: Path, run_settings: dict) -> tuple[dict | None, bool]:
+def _finished(item: Item, outdir: Path, run_settings: dict) -> tuple[dict | None, str | None]:
     """(the record of an item already done with these settings and this content, or None;
-    whether a record made with other settings is in the way)."""
+    how a record made with other settings differs from them, or None)."""
     record = read_json(item.output(outdir, ".json"))
     if not isinstance(record, dict):
-        return None, False
+        return None, None
     if record.get("settings") != run_settings:
-        return None, True
+        return None, _difference(record.get("settings"), run_settings)
     data_path = item.output(outdir, ".bin")
     if (record.get("input_sha256") != file_sha256(item.path) or not data_path.is_file()
             or data_path.stat().st_size != record.get("bytes")
             or file_sha256(data_path) != record.get("bin_sha256")):
-        return None, False
-    return record, False
+        return None, None
+    return record, None
+
+
+def _difference(there, here: dict) -> str:
+    """The settings that differ, with both values: ``iters 4 there, 3 now``."""
+    there = there if isinstance(there, dict) else {}
+    keys = [k for k in here if there.get(k) != here[k]] or sorted(set(there) - set(here))
+    return "; ".join(f"{k} {there.get(k)!r} there, {here.get(k)!r} now" for k in keys)
 
 
 def _load(items: list[Item]) -> tuple[list[LoadedImage], list[tuple[Item, str]]]:
@@ -261,17 +268,18 @@ def pending(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineConfig
     run_settings = settings(model, cfg)
     records, todo, other = [], [], []
     for item in items:
-        record, conflict = _finished(item, outdir, run_settings)
-        if conflict:
-            other.append(item)
+        record, difference = _finished(item, outdir, run_settings)
+        if difference is not None:
+            other.append((item, difference))
         if record is not None:
             records.append(record)
         else:
             todo.append(item)
     if other and not overwrite:
+        item, difference = other[0]
         raise SgafastError(f"{outdir} holds {len(other)} result(s) made with other settings "
-                           f"(first: {other[0].output(outdir, '.json')}); use another -o, or "
-                           "--overwrite to replace them")
+                           f"({item.output(outdir, '.json')}: {difference}); use another -o, "
+                           "or --overwrite to replace them")
     return records, todo
 
 
@@ -292,7 +300,7 @@ def refine_items(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineC
     batches = [group[i:i + batch_size] for group in groups.values()
                for i in range(0, len(group), batch_size)]
     bar = tqdm(total=len(todo), desc=f"{label}refine [{cfg.method}]", unit="img",
-               disable=not progress, dynamic_ncols=True)
+               disable=None if progress else True, dynamic_ncols=True)
     writer = _Writer(model, cfg, settings(model, cfg), outdir, bar)
     failures = [writer.fail(item, reason) for item, reason in unreadable]
     busy = 0.0
@@ -331,9 +339,10 @@ def refine_files(inputs: list, outdir: Path, model: BaseModel, cfg: RefineConfig
     return report
 
 
-def merge(outdir: Path, name: str = "sgafast", description: str = "") -> dict:
+def merge(outdir: Path, name: str = "", description: str = "") -> dict:
     """Collect every per-image record under OUTDIR (all ranks' work) into
-    ``_sgafast/records.jsonl`` and ``_sgafast/summary.json`` (eval_model schema)."""
+    ``_sgafast/records.jsonl`` and ``_sgafast/summary.json`` (eval_model schema), named
+    ``name`` (default: ``sgafast-METHOD``, as ``refine`` names it)."""
     records = []
     for path in sorted(Path(outdir).rglob("*.json")):
         if RUN_FOLDER in path.relative_to(outdir).parts[:1]:
@@ -343,6 +352,7 @@ def merge(outdir: Path, name: str = "sgafast", description: str = "") -> dict:
             records.append(record)
     if not records:
         raise SgafastError(f"{outdir}: no finished image records to merge")
+    name = name or f"sgafast-{records[0]['method']}"
     description = description or (f"{records[0]['model']}, {records[0]['method']}, "
                                   f"{records[0]['iterations']} iterations")
     doc = summary(records, name, description)

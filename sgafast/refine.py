@@ -9,6 +9,7 @@ tracking points, which are outside the step).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -21,9 +22,8 @@ from tqdm import tqdm
 
 from . import codec, step
 from .errors import SgafastError
-from .families import architecture_of
 from .images import Canvas, Geometry
-from .models import BaseModel
+from .models import BaseModel, as_model, check_coder_ready
 from .ops.rounding import Rounding
 from .ops.schedule import TAU_RATE, default_tau_max
 from .precision import check_precision, tensor_cores
@@ -154,8 +154,8 @@ def image_seed(run_seed: int, identity: str) -> int:
 def lmbda_of(model: BaseModel, cfg: RefineConfig) -> float:
     lmbda = cfg.lmbda if cfg.lmbda is not None else model.lmbda
     if lmbda is None:
-        raise SgafastError(f"model {model.name} does not record its training lambda: "
-                           "give --lmbda")
+        raise SgafastError(f"model {model.name} does not record its training lambda: give "
+                           "lmbda= (--lmbda on the command line)")
     return float(lmbda)
 
 
@@ -290,15 +290,33 @@ class Refinement:
                 for b in range(n)]
 
 
+@contextlib.contextmanager
+def frozen(net: torch.nn.Module):
+    """The net in eval mode with no parameter requiring a gradient (refinement needs none), then
+    as it was: its mode and every parameter's ``requires_grad`` restored, no ``.grad`` written."""
+    training = net.training
+    wanted = [(p, p.requires_grad) for p in net.parameters()]
+    net.eval()
+    for p, _ in wanted:
+        p.requires_grad_(False)
+    try:
+        yield net
+    finally:
+        for p, flag in wanted:
+            p.requires_grad_(flag)
+        net.train(training)
+
+
 def refine_batch(model: BaseModel, images, identities: list[str], cfg: RefineConfig,
                  progress: bool = False) -> list[Refined]:
     """Refine a batch of images in [0, 1], a (B, 3, H, W) tensor or a list of images of sizes
     that share a padded size (``images.Canvas``); one result per image."""
-    run = Refinement(model, images, identities, cfg)
-    with tqdm(total=len(run.relaxed), desc=f"  {len(identities)} image(s)", leave=False,
-              disable=not progress, dynamic_ncols=True) as bar:
-        run.advance(len(run.relaxed), bar)
-    return run.results()
+    with frozen(model.net):
+        run = Refinement(model, images, identities, cfg)
+        with tqdm(total=len(run.relaxed), desc=f"  {len(identities)} image(s)", leave=False,
+                  disable=None if progress else True, dynamic_ncols=True) as bar:
+            run.advance(len(run.relaxed), bar)
+        return run.results()
 
 
 def refine(model, images, cfg: RefineConfig | None = None, *,
@@ -313,10 +331,15 @@ def refine(model, images, cfg: RefineConfig | None = None, *,
     ``classes``, ``a``, ...). ``identities`` name the images for their noise streams (default:
     their batch index).
     """
-    if not isinstance(model, BaseModel):
-        model = BaseModel(model.eval(), type(model).__name__, architecture_of(model), None)
+    model = as_model(model)
+    check_coder_ready(model.net)
     cfg = (cfg or RefineConfig()).with_options(**options)
+    lmbda_of(model, cfg)  # a lambda is known before any work
     canvas = Canvas.of(images)
+    x = canvas.x
+    if not x.is_floating_point() or not (0 <= float(x.min()) and float(x.max()) <= 1):
+        raise SgafastError("images must be float tensors in [0, 1] (e.g. "
+                           "sgafast.images.read_image(path)); divide 8-bit values by 255")
     identities = identities or [str(i) for i in range(len(canvas.geometries))]
     if len(identities) != len(canvas.geometries):
         raise SgafastError(f"{len(identities)} identities for a batch of "

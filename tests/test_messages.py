@@ -62,3 +62,11 @@ def test_a_random_file_is_not_a_checkpoint_and_no_unsafe_advice(tmp_path, capsys
     assert main(["refine", str(IMAGE), "-o", str(tmp_path / "o"), "--model", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "not a model checkpoint" in err and "weights_only" not in err
+
+
+def test_eval_has_the_overwrite_its_refusal_offers():
+    """A changed setting's refusal says "or --overwrite": eval accepts it, as refine does."""
+    from sgafast.cli import build_parser
+
+    for command in ("refine", "eval"):
+        assert build_parser().parse_args([command, "x", "-o", "o", "--overwrite"]).overwrite

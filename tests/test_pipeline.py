@@ -51,13 +51,24 @@ def test_folders_lists_and_files_are_one_sorted_list(tmp_path):
     assert any("missing" in source for source, _ in refused)
 
 
+def test_list_entries_keep_their_folders_and_may_end_in_a_comment(tmp_path):
+    crops(tmp_path, ["x/img.png", "y/img.png", "d/a.png", "far/f.png"])
+    listing = tmp_path / "two.txt"
+    listing.write_text(f"x/img.png  # the first\ny/img.png\nd\n{tmp_path / 'far' / 'f.png'}\n")
+    items, refused = collect([f"@{listing}"])
+    assert not refused
+    assert [i.name for i in items] == ["d/a.png", "far/f.png", "x/img.png", "y/img.png"]
+
+
 def test_outputs_mirror_the_input_tree_and_same_names_never_collide(tmp_path):
     data = tmp_path / "data"
     crops(data, ["a/0001.png", "b/0001.png"])
     assert main(["refine", str(data), "-o", str(tmp_path / "o"), *FAST]) == 0
     assert set(bins(tmp_path / "o")) == {"a/0001.bin", "b/0001.bin"}
     summary = json.loads((tmp_path / "o" / "_sgafast" / "summary.json").read_text())
-    assert summary["images"] == 2
+    assert summary["images"] == 2 and summary["name"] == "sgafast-ssl"
+    assert main(["merge", str(tmp_path / "o")]) == 0  # a merge by hand names it as the run did
+    assert json.loads((tmp_path / "o" / "_sgafast" / "summary.json").read_text()) == summary
     lines = (tmp_path / "o" / "_sgafast" / "records.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["name"] for line in lines) == ["a/0001.png", "b/0001.png"]
     # the same two files named one by one do collide: the second fails, named
@@ -81,7 +92,8 @@ def test_resume_checks_content_settings_and_bitstream(tmp_path, capsys):
     capsys.readouterr()
     other = ["--iters", "4", "--track-every", "0", "--quiet", "--no-compile"]
     assert main(["refine", str(data), "-o", str(out), *other]) == 2  # refused, never mixed
-    assert "other settings" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "other settings" in err and "iters 3 there, 4 now" in err
     assert main(["refine", str(data), "-o", str(out), "--overwrite", *other]) == 0
     assert all(json.loads(p.read_text())["iterations"] == 4 for p in out.glob("*.json"))
     assert len(paths) == 2
