@@ -139,8 +139,12 @@ def _note_eager(exc: Exception) -> None:
     kind = type(exc).__name__
     if kind not in _EAGER_NOTES:
         _EAGER_NOTES.add(kind)
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        reason = " ".join([kind + ":", *lines[:2]])[:240]
+        if isinstance(exc, torch._dynamo.exc.FailOnRecompileLimitHit):
+            reason = (f"dynamo holds its limit of {torch._dynamo.config.recompile_limit} "
+                      "compiled steps, one per padded size and batch size")
+        else:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            reason = " ".join([kind + ":", *lines[:2]])[:240]
         print(f"sgafast: note: the compiled step is unavailable ({reason}); running eagerly "
               "(records say history.compiled = false)", file=sys.stderr)
 
