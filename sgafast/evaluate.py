@@ -254,7 +254,7 @@ def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_n
     records: dict[str, dict[str, list[dict]]] = {s.label: {} for s in specs}
     failures = []
     jobs = tqdm(total=len(specs) * len(model_names), desc="eval",
-                disable=None if progress else True, dynamic_ncols=True, position=0)
+                disable=not progress, dynamic_ncols=True, position=0)
     for model_name, label in zip(model_names, labels):
         model = models.load(model_name, device, arch)
         for spec in specs:

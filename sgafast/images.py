@@ -209,4 +209,3 @@ class Canvas:
 
     def to(self, device) -> Canvas:
         return Canvas(self.x.to(device), self.geometries)
-

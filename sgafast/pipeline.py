@@ -300,7 +300,7 @@ def refine_items(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineC
     batches = [group[i:i + batch_size] for group in groups.values()
                for i in range(0, len(group), batch_size)]
     bar = tqdm(total=len(todo), desc=f"{label}refine [{cfg.method}]", unit="img",
-               disable=None if progress else True, dynamic_ncols=True)
+               disable=not progress, dynamic_ncols=True)
     writer = _Writer(model, cfg, settings(model, cfg), outdir, bar)
     failures = [writer.fail(item, reason) for item, reason in unreadable]
     busy = 0.0

@@ -318,7 +318,7 @@ def refine_batch(model: BaseModel, images, identities: list[str], cfg: RefineCon
     with frozen(model.net):
         run = Refinement(model, images, identities, cfg)
         with tqdm(total=len(run.relaxed), desc=f"  {len(identities)} image(s)", leave=False,
-                  disable=None if progress else True, dynamic_ncols=True) as bar:
+                  disable=not progress, dynamic_ncols=True) as bar:
             run.advance(len(run.relaxed), bar)
         return run.results()
 
