@@ -132,47 +132,63 @@ def refine_config(args: argparse.Namespace, method: str):
     return RefineConfig.for_method(method, **given)
 
 
-def report_failures(failures) -> int:
+def report_failures(failures) -> None:
     for f in failures:
         print(f"sgafast: {f.source}: {f.reason}" if not f.reason.startswith(f.source)
               else f"sgafast: {f.reason}", file=sys.stderr)
-    return 1 if failures else 0
 
 
-def _compiled_counts(records: list[dict]) -> str:
-    """" (C compiled, E eager)" of the refined records, or nothing without refinement."""
-    steps = [r["history"]["compiled"] for r in records
-             if r.get("iterations") and "compiled" in r.get("history", {})]
-    return f" ({sum(steps)} compiled, {len(steps) - sum(steps)} eager)" if steps else ""
+def tally(counts, done_in: Path, failed_in: str, unit: str = "images") -> str:
+    """``N images: D done (C compiled, E eager), S skipped (already done in X), F failed
+    (listed in Y)``: every item counted once, as the run left it."""
+    compiled = (f" ({counts.compiled} compiled, {counts.eager} eager)"
+                if counts.compiled + counts.eager else "")
+    skipped = f" (already done in {done_in})" if counts.skipped else ""
+    listed = f" (listed in {failed_in})" if counts.failed else ""
+    return (f"{counts.total} {unit}: {counts.done} done{compiled}, {counts.skipped} "
+            f"skipped{skipped}, {counts.failed} failed{listed}")
+
+
+def print_records(records: list[dict]) -> None:
+    for r in records:
+        print(f"{r['name']}: {r['bpp']:.4f} bpp {r['psnr']:.2f} dB "
+              f"(base {r['base']['bpp']:.4f} bpp {r['base']['psnr']:.2f} dB), "
+              f"R-D loss {r['rd_loss']:.4f} (base {r['base']['rd_loss']:.4f})")
 
 
 def cmd_refine(args) -> int:
+    """Refine this process's share; under torchrun rank 0 then counts every rank's items.
+
+    Exit 1 when an image failed, except under torchrun, where every rank of a run that ended
+    exits 0 (torchrun reports any other code as a crash) and the last line counts the failures.
+    """
     from . import models, pipeline
+    from .inputs import collect
 
     cfg = refine_config(args, args.method)
     outdir = output_folder(args.output)
+    items, refused = collect(args.inputs)  # a mistyped path is refused before the model loads
     shard = sharding.from_environment()
     device = sharding.device_for(shard, resolve_device(args.device))
     model = models.load(args.model, device, args.arch)
-    report = pipeline.refine_files(args.inputs, outdir, model, cfg, shard=shard,
+    report = pipeline.refine_share(items, refused, outdir, model, cfg, shard=shard,
                                    batch_size=args.batch_size, progress=not args.quiet,
                                    overwrite=args.overwrite)
-    sharding.barrier(shard)
-    if shard.rank == 0 and (report.records or shard.world > 1):
-        pipeline.merge(outdir)
     if len(report.records) <= 20 and not args.quiet:
-        for r in report.records:
-            print(f"{r['name']}: {r['bpp']:.4f} bpp {r['psnr']:.2f} dB "
-                  f"(base {r['base']['bpp']:.4f} bpp {r['base']['psnr']:.2f} dB), "
-                  f"R-D loss {r['rd_loss']:.4f} (base {r['base']['rd_loss']:.4f})")
-    code = report_failures(report.failures)
-    listed = f" (listed in {pipeline.run_folder(outdir) / 'failed'})" if report.failures else ""
-    summary = pipeline.run_folder(outdir) / "summary.json"
-    where = f"; summary in {summary}" if summary.is_file() else ""
-    print(f"sgafast: {shard.label}{len(report.records)} of {report.items} images "
-          f"done{_compiled_counts(report.records)}, {len(report.failures)} failed{listed}{where}",
-          file=sys.stderr)
-    return code
+        print_records(report.records)
+    report_failures(report.failures)
+    failed_in = pipeline.run_folder(outdir) / "failed"
+    if shard.gathers:  # this rank's share, before rank 0's count of the whole run
+        print(f"sgafast: {shard.label}{tally(report.counts, outdir, failed_in)}", file=sys.stderr)
+    counts = sum(sharding.gather(shard, report.counts), pipeline.Counts())
+    where = ""
+    if shard.rank == 0 and counts.done + counts.skipped:
+        pipeline.merge(outdir)
+        where = f"; summary in {pipeline.run_folder(outdir) / 'summary.json'}"
+    if shard.rank == 0 or not shard.gathers:
+        label = f"all {shard.world} ranks: " if shard.gathers else shard.label
+        print(f"sgafast: {label}{tally(counts, outdir, failed_in)}{where}", file=sys.stderr)
+    return 1 if counts.failed and not shard.gathers else 0
 
 
 def jpeg_qualities(text: str) -> list[int]:
@@ -192,15 +208,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .ops.rounding import Rounding
 
     specs = evaluate.parse_methods(args.methods, getattr(args, "classes", Rounding().classes))
-    output_folder(args.output)
+    models = evaluate.resolve_models(args.models)
+    out = output_folder(args.output)
     result = evaluate.run_eval(
-        [Path(d) for d in args.dataset], Path(args.output), specs,
-        evaluate.resolve_models(args.models), refine_config(args, "ssl"), crop=args.crop,
-        limit=args.limit, batch_size=args.batch_size, device=resolve_device(args.device),
-        arch=args.arch, jpeg_qualities=args.jpeg, progress=not args.quiet,
-        overwrite=args.overwrite)
-    print((Path(args.output) / "bd.md").read_text())
-    return report_failures(result["failures"])
+        [Path(d) for d in args.dataset], out, specs, models, refine_config(args, "ssl"),
+        crop=args.crop, limit=args.limit, batch_size=args.batch_size,
+        device=resolve_device(args.device), arch=args.arch, jpeg_qualities=args.jpeg,
+        progress=not args.quiet, overwrite=args.overwrite)
+    print((out / "bd.md").read_text())
+    report_failures(dict.fromkeys(result["failures"]))  # a refused input fails in every run
+    counts, runs = result["counts"], out / "runs"
+    done = tally(counts, runs, runs / "METHOD" / "MODEL" / "_sgafast" / "failed", "results")
+    print(f"sgafast: eval of {len(specs)} methods x {len(models)} models: {done}; curves in "
+          f"{out}/METHOD.json, BD table in {out / 'bd.md'}, plots in "
+          f"{', '.join(map(str, result['plots']))}", file=sys.stderr)
+    return 1 if counts.failed else 0
 
 
 def cmd_merge(args) -> int:

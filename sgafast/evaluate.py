@@ -91,25 +91,21 @@ def model_label(spec: str) -> str:
 
 
 def prepare_inputs(dataset: list[Path], outdir: Path, crop: int | None,
-                   limit: int | None) -> list[Item]:
-    """The dataset's images (first ``limit``), centre-cropped once into OUTDIR/inputs if asked.
+                   limit: int | None) -> tuple[list[Item], list[tuple[str, str]]]:
+    """The dataset's images (first ``limit``), centre-cropped once into OUTDIR/inputs if asked,
+    and the (source, reason) of each input refused (``inputs.collect``) or not croppable.
 
     ``dataset``: files, folders and @lists, as ``sgafast refine`` takes them.
     """
-    missing = [str(item) for item in dataset
-               if not str(item).startswith("@") and not item.exists()]
-    if missing:
-        raise SgafastError(f"{', '.join(missing)}: no such file or folder")
     if limit is not None and limit < 1:
         raise SgafastError(f"--limit must be >= 1, got {limit}")
     items, refused = collect([str(d) for d in dataset])
-    for source, reason in refused:
-        warnings.warn(f"{source}: {reason}")
     if not items:
-        raise SgafastError(f"{', '.join(map(str, dataset))}: no images found")
+        raise SgafastError(f"{', '.join(map(str, dataset))}: no readable images "
+                           f"({'; '.join(f'{s}: {r}' for s, r in refused)})")
     items = items[:limit] if limit else items
     if not crop:
-        return items
+        return items, refused
     prepared = []
     for item in items:
         target = item.output(outdir / "inputs", ".png")
@@ -117,10 +113,10 @@ def prepare_inputs(dataset: list[Path], outdir: Path, crop: int | None,
             try:
                 write_png(target, center_crop(read_image(item.path), crop))
             except SgafastError as exc:
-                warnings.warn(str(exc))
+                refused.append((str(item.path), str(exc)))
                 continue
         prepared.append(Item(f"{item.stem}.png", target))
-    return prepared
+    return prepared, refused
 
 
 def eval_model_json(spec: MethodSpec, per_model: list[tuple[str, dict]]) -> dict:
@@ -250,9 +246,9 @@ def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_n
     if len(set(labels)) != len(labels):
         raise SgafastError(f"--models: two models share a name ({', '.join(labels)}); "
                            "rename the files")
-    inputs = prepare_inputs(dataset, outdir, crop, limit)
+    inputs, refused = prepare_inputs(dataset, outdir, crop, limit)
     records: dict[str, dict[str, list[dict]]] = {s.label: {} for s in specs}
-    failures = []
+    failures, counts = [], pipeline.Counts()
     jobs = tqdm(total=len(specs) * len(model_names), desc="eval",
                 disable=not progress, dynamic_ncols=True, position=0)
     for model_name, label in zip(model_names, labels):
@@ -263,9 +259,10 @@ def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_n
             jobs.set_postfix(model=label, method=spec.label)
             report = pipeline.refine_items(inputs, outdir / "runs" / spec.label / label,
                                            model, cfg, batch_size=batch_size, progress=False,
-                                           overwrite=overwrite)
+                                           overwrite=overwrite, refused=refused)
             records[spec.label][label] = report.records
             failures += report.failures
+            counts += report.counts
             jobs.update(1)
     jobs.close()
     curves = {s.label: eval_model_json(s, list(records[s.label].items())) for s in specs}
@@ -284,8 +281,10 @@ def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_n
     text = "\n".join(tables)
     atomic_write_bytes(outdir / "bd.md", text.encode())
     refined = {label: per_model for label, per_model in records.items() if label != ANCHOR}
-    plot_rd(curves, outdir / "rd.png", f"{len(inputs)} images"
+    plots = [outdir / "rd.png"] + ([outdir / "convergence.png"] if refined else [])
+    plot_rd(curves, plots[0], f"{len(inputs)} images"
             + (f", {base_cfg.iters} iterations" if refined else ""))
     if refined:  # the base codec alone has no iterations to draw
-        plot_convergence(refined, outdir / "convergence.png")
-    return {"curves": curves, "bd": rows, "failures": failures}
+        plot_convergence(refined, plots[1])
+    return {"curves": curves, "bd": rows, "failures": failures, "counts": counts,
+            "plots": plots}

@@ -67,35 +67,49 @@ def _prefix(path: Path, spec: str) -> str | None:
     return None if relative.startswith("..") else Path(relative).as_posix()
 
 
+def _entries(path: Path, spec: str) -> tuple[list[tuple[str, Path]], str | None]:
+    """The (name, file) of the images a path stands for, and why there are none."""
+    prefix = _prefix(path, spec)
+    if path.is_dir():
+        entries = [(name if prefix in (None, ".") else f"{prefix}/{name}", file)
+                   for name, file in _walk(path)]
+        return entries, None if entries else "no images in this folder"
+    if path.exists():
+        return [(prefix or path.name, path)], None
+    return [], "no such file or folder"
+
+
 def collect(specs: list[str]) -> tuple[list[Item], list[tuple[str, str]]]:
     """The sorted, de-duplicated items of files, folders and ``@list`` files (one path a line,
-    relative to the list's folder), and the (input, reason) of each refused one.
+    relative to the list's folder), and the (input, reason) of each refused list entry or item.
 
     A folder's images are named by their path below it (``a/0001.png``), a file by its name, a
     list's entries by their path below the list's folder (``x/img.png`` stays ``x/img.png``), so
     two files with one name in different folders never collide; the same file reached twice
-    counts once. Nothing is opened but the folders: sizes are probed later.
+    counts once. Nothing is opened but the folders: sizes are probed later. A path on the
+    command line that names no image (mistyped, or a folder without images) is refused before
+    any work (``SgafastError``); an ``@list``'s entries are refused one by one instead.
     """
-    found, refused = {}, []
+    found, refused, nothing = {}, {}, []
     for spec in specs:
-        paths = _list_file(spec) if spec.startswith("@") else [spec]
-        for given in paths:
-            path = Path(given)
-            prefix = _prefix(path, spec)
-            if path.is_dir():
-                entries = [(name if prefix in (None, ".") else f"{prefix}/{name}", file)
-                           for name, file in _walk(path)]
-                if not entries:
-                    refused.append((given, "no images in this folder"))
-            elif path.exists() or not spec.startswith("@"):
-                entries = [(prefix or path.name, path)]
-            else:
-                entries = []
-                refused.append((given, f"listed in {spec[1:]} but missing"))
+        listed = spec.startswith("@")
+        for given in _list_file(spec) if listed else [spec]:
+            entries, why = _entries(Path(given), spec)
+            if why and listed:
+                refused[given] = f"listed in {spec[1:]}: {why}"
+            elif why:
+                nothing.append(f"{given}: {why}")
             for name, file in entries:
                 found.setdefault(os.path.realpath(file), Item(name, file))
+    if nothing or not (found or refused):
+        raise SgafastError("; ".join(nothing) or f"no images in {', '.join(specs)}")
+    return _named(sorted(found.values()), list(refused.items()))
+
+
+def _named(found: list[Item], refused: list[tuple[str, str]]):
+    """(the items whose output names are free, refused ones appended to ``refused``)."""
     items, names = [], {}
-    for item in sorted(found.values()):
+    for item in found:
         if item.name.split("/")[0] == RUN_FOLDER:
             refused.append((str(item.path), f"{RUN_FOLDER}/ is where sgafast keeps its run "
                                              "files; rename the folder"))

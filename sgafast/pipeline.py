@@ -35,10 +35,38 @@ from .shard import Shard
 SPEED_OPTIONS = ("backend", "compile", "track_every")  # change the time, not the result
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Failure:
     source: str
     reason: str
+
+
+@dataclasses.dataclass
+class Counts:
+    """What a run did with its items: each one done (refined now), skipped (finished by an
+    earlier run with these settings) or failed; the done ones that refined ran compiled or
+    eagerly. Counts of several ranks or runs add up."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    compiled: int = 0
+    eager: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.done + self.skipped + self.failed
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(*(a + b for a, b in zip(dataclasses.astuple(self),
+                                              dataclasses.astuple(other))))
+
+    @classmethod
+    def of(cls, done: list[dict], skipped: int, failed: int) -> Counts:
+        """The counts of the records ``done`` now, ``skipped`` and ``failed`` items."""
+        steps = [r["history"]["compiled"] for r in done
+                 if r.get("iterations") and "compiled" in r.get("history", {})]
+        return cls(len(done), skipped, failed, sum(steps), len(steps) - sum(steps))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +82,9 @@ class LoadedImage:
 
 @dataclasses.dataclass
 class RunReport:
-    records: list[dict]
+    records: list[dict]  # every finished item's: refined now or skipped
     failures: list[Failure]
-    items: int = 0  # the items this process was given (its shard's share)
+    counts: Counts = dataclasses.field(default_factory=Counts)
     busy_seconds: float = 0.0  # in refinement (the device's work)
     wall_seconds: float = 0.0
 
@@ -84,6 +112,19 @@ def file_sha256(path: Path) -> str:
 def run_folder(outdir: Path) -> Path:
     """Where the run-level files live: no image output can be named like them."""
     return outdir / RUN_FOLDER
+
+
+def failure_file(outdir: Path, key: str) -> Path:
+    """Where a failure is recorded: ``failed/<key>.json``, the key an item's stem or, for an
+    input refused before it became an item, ``refused_key``'s."""
+    return run_folder(outdir) / "failed" / f"{key}.json"
+
+
+def refused_key(source: str) -> str:
+    """The failure key of a refused input: below ``_sgafast/``, where no item's stem can be,
+    its file name and a digest of its path (two refused ``0001.png`` never share a file)."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    return f"{RUN_FOLDER}/{Path(source).name}-{digest}"
 
 
 def measure(model: BaseModel, x: torch.Tensor, latents, geometry: Geometry,
@@ -196,12 +237,20 @@ class _Writer:
 
     def fail(self, item: Item, reason: str) -> Failure:
         """Record a failed item in OUTDIR/_sgafast/failed/ (the next run retries it)."""
-        atomic_write_json(run_folder(self.outdir) / "failed" / f"{item.stem}.json",
-                          {"source": str(item.path), "name": item.name, "reason": reason})
+        return self._record_failure(item.stem, str(item.path), item.name, reason)
+
+    def refuse(self, source: str, reason: str) -> Failure:
+        """Record an input refused before it became an item (a name collision, a missing
+        ``@list`` entry) in OUTDIR/_sgafast/failed/."""
+        return self._record_failure(refused_key(source), source, None, reason)
+
+    def _record_failure(self, key: str, source: str, name: str | None, reason: str) -> Failure:
+        atomic_write_json(failure_file(self.outdir, key),
+                          {"source": source, "name": name, "reason": reason})
         self.failed += 1
         self.bar.set_postfix(failed=self.failed)
         self.bar.update(1)
-        return Failure(str(item.path), reason)
+        return Failure(source, reason)
 
     def submit(self, canvas: Canvas, loaded: list[LoadedImage], results: list[Refined]) -> None:
         self.jobs.append(self.pool.submit(self._finish, canvas, loaded, results))
@@ -220,7 +269,7 @@ class _Writer:
                              data)
             atomic_write_bytes(item.output(self.outdir, ".bin"), data)
             atomic_write_json(item.output(self.outdir, ".json"), record)  # the commit
-            (run_folder(self.outdir) / "failed" / f"{item.stem}.json").unlink(missing_ok=True)
+            failure_file(self.outdir, item.stem).unlink(missing_ok=True)
             records.append(record)
             self.bar.update(1)
             self.bar.set_postfix(bpp=f"{final['bpp']:.3f}", psnr=f"{final['psnr']:.2f}",
@@ -285,8 +334,9 @@ def pending(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineConfig
 
 def refine_items(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineConfig,
                  batch_size: int = 1, progress: bool = True, overwrite: bool = False,
-                 label: str = "") -> RunReport:
-    """Refine every item not yet finished, writing its ``.bin`` and ``.json``.
+                 label: str = "", refused: list[tuple[str, str]] = ()) -> RunReport:
+    """Refine every item not yet finished, writing its ``.bin`` and ``.json``; record each
+    failed item, and each input ``refused`` as (source, reason), in OUTDIR/_sgafast/failed/.
 
     Three stages overlap: a reader thread loads the next batch, the device refines the
     current one, and a writer thread codes, measures and writes the previous one.
@@ -299,10 +349,11 @@ def refine_items(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineC
     groups, unreadable = _probe(todo)
     batches = [group[i:i + batch_size] for group in groups.values()
                for i in range(0, len(group), batch_size)]
-    bar = tqdm(total=len(todo), desc=f"{label}refine [{cfg.method}]", unit="img",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(todo) + len(refused), desc=f"{label}refine [{cfg.method}]",
+               unit="img", disable=not progress, dynamic_ncols=True)
     writer = _Writer(model, cfg, settings(model, cfg), outdir, bar)
-    failures = [writer.fail(item, reason) for item, reason in unreadable]
+    failures = [writer.refuse(source, reason) for source, reason in refused]
+    failures += [writer.fail(item, reason) for item, reason in unreadable]
     busy = 0.0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgafast-read") as reader:
         upcoming = [reader.submit(_load, batch) for batch in batches[:1]]
@@ -325,18 +376,25 @@ def refine_items(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineC
         finally:
             done, failed = writer.drain()  # what is complete is written, even on Ctrl-C
     bar.close()
-    return RunReport(records + done, failures + failed, len(items), busy_seconds=busy,
-                     wall_seconds=time.perf_counter() - start)
+    failures += failed
+    return RunReport(records + done, failures, Counts.of(done, len(records), len(failures)),
+                     busy_seconds=busy, wall_seconds=time.perf_counter() - start)
 
 
 def refine_files(inputs: list, outdir: Path, model: BaseModel, cfg: RefineConfig, *,
                  shard: Shard = Shard(), **options) -> RunReport:
-    """``refine_items`` of the files, folders and @lists given (see ``sgafast.inputs``), or of
-    this rank's share of them (``shard``); inputs refused as given come first in the failures."""
+    """``refine_share`` of the files, folders and @lists given (see ``sgafast.inputs``)."""
     items, refused = collect([str(p) for p in inputs])
-    report = refine_items(shard.take(items), outdir, model, cfg, label=shard.label, **options)
-    report.failures[:0] = [Failure(source, reason) for source, reason in refused]
-    return report
+    return refine_share(items, refused, outdir, model, cfg, shard=shard, **options)
+
+
+def refine_share(items: list[Item], refused: list[tuple[str, str]], outdir: Path,
+                 model: BaseModel, cfg: RefineConfig, *, shard: Shard = Shard(),
+                 **options) -> RunReport:
+    """``refine_items`` of this rank's share (``shard``) of ``inputs.collect``'s items; rank 0
+    records the inputs it refused (they come first in the failures)."""
+    return refine_items(shard.take(items), outdir, model, cfg, label=shard.label,
+                        refused=refused if shard.rank == 0 else [], **options)
 
 
 def merge(outdir: Path, name: str = "", description: str = "") -> dict:

@@ -23,6 +23,11 @@ class Shard:
         return items[self.rank::self.world]
 
     @property
+    def gathers(self) -> bool:
+        """Whether the ranks meet at the end (torchrun's), so that rank 0 counts them all."""
+        return self.launcher == "torchrun" and self.world > 1
+
+    @property
     def label(self) -> str:
         return f"rank {self.rank}/{self.world} " if self.world > 1 else ""
 
@@ -55,13 +60,16 @@ def device_for(shard: Shard, device: torch.device) -> torch.device:
     return device
 
 
-def barrier(shard: Shard) -> None:
-    """Wait for every rank of a torchrun group (gloo; the one collective, after the work)."""
-    if shard.launcher != "torchrun" or shard.world == 1:
-        return
+def gather(shard: Shard, value) -> list:
+    """Every rank's ``value``, in rank order, once all ranks have finished their work (a torchrun
+    group's one collective, over gloo); ``[value]`` without torchrun."""
+    if not shard.gathers:
+        return [value]
     import torch.distributed as dist
 
     if not dist.is_initialized():
         dist.init_process_group("gloo")
-    dist.barrier()
+    values = [None] * shard.world
+    dist.all_gather_object(values, value)
     dist.destroy_process_group()
+    return values

@@ -103,12 +103,13 @@ def test_bad_parameters_fail_with_a_message(tmp_path, capsys, args, message):
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
 
 
-def test_missing_input_fails_that_item_only(tmp_path, capsys):
+def test_a_mistyped_path_is_refused_before_any_work(tmp_path, capsys):
     rc = main(["refine", str(tmp_path / "nope.png"), str(BUNDLED[0]), "-o", str(tmp_path / "o"),
                "--method", "none", "--quiet"])
-    assert rc == 1
-    assert "nope.png" in capsys.readouterr().err
-    assert (tmp_path / "o" / f"{BUNDLED[0].stem}.bin").exists()
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err == f"sgafast: error: {tmp_path / 'nope.png'}: no such file or folder\n"
+    assert not list((tmp_path / "o").iterdir())
 
 
 def test_decode_refuses_a_corrupt_file(tmp_path, capsys):

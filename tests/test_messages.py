@@ -70,3 +70,11 @@ def test_eval_has_the_overwrite_its_refusal_offers():
 
     for command in ("refine", "eval"):
         assert build_parser().parse_args([command, "x", "-o", "o", "--overwrite"]).overwrite
+
+
+def test_an_empty_folder_is_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["refine", str(tmp_path / "empty"), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"sgafast: error: {tmp_path / 'empty'}: no images in this folder\n"
+    assert not list((tmp_path / "o").iterdir())

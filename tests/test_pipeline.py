@@ -112,6 +112,28 @@ def test_failures_are_recorded_and_retried(tmp_path):
     assert (out / "bad.bin").is_file() and not failed.exists()
 
 
+def test_the_last_line_counts_each_input_once_and_failed_holds_each_failure(tmp_path, capsys):
+    """The issue's run: list entries sharing a file name, a missing entry, a broken image and
+    a name collision; done + skipped + failed is every input, each failure a file in failed/."""
+    crops(tmp_path, ["x/img.png", "y/img.png", "a/0001.png", "b/0001.png", "c/0001.png"])
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "broken.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "two.txt").write_text("x/img.png\ny/img.png\nmissing.png\n")
+    out = tmp_path / "o"
+    args = ["refine", f"@{tmp_path / 'two.txt'}", str(tmp_path / "dir"),
+            *(str(tmp_path / folder / "0001.png") for folder in "abc"), "-o", str(out), *FAST]
+    for done, skipped in ((3, 0), (0, 3)):  # a rerun skips what is done, fails the rest again
+        capsys.readouterr()
+        assert main(args) == 1
+        last = capsys.readouterr().err.splitlines()[-1]
+        assert f"7 images: {done} done" in last and f", {skipped} skipped" in last
+        assert f"4 failed (listed in {out / '_sgafast' / 'failed'})" in last
+        failed = (out / "_sgafast" / "failed").rglob("*.json")
+        assert sorted(Path(json.loads(f.read_text())["source"]).name for f in failed) == [
+            "0001.png", "0001.png", "broken.png", "missing.png"]
+    assert "already done in" in last
+
+
 def test_outputs_get_the_users_umask(tmp_path):
     crops(tmp_path / "data", ["p.png"])
     old = os.umask(0o022)
@@ -141,6 +163,21 @@ def test_two_ranks_give_the_bitstreams_of_one(tmp_path):
     assert bins(tmp_path / "one") == bins(tmp_path / "two") and len(bins(tmp_path / "one")) == 5
     merged = json.loads((tmp_path / "two" / "_sgafast" / "summary.json").read_text())
     assert merged["images"] == 5
+
+
+@pytest.mark.slow
+def test_rank_0_counts_every_ranks_failures_and_torchrun_reports_no_crash(tmp_path):
+    data = tmp_path / "data"
+    crops(data, ["0.png"])
+    (data / "1.png").write_bytes(b"\x89PNG not really")  # rank 1's item (items[1::2])
+    (tmp_path / "list.txt").write_text("data/gone.png\n")  # refused: rank 0 records it
+    run = _run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                "--master-port", "29532", "-m", "sgafast.cli", "refine", str(data),
+                f"@{tmp_path / 'list.txt'}", "-o", str(tmp_path / "o"), *FAST])
+    assert run.returncode == 0 and "ChildFailedError" not in run.stderr, run.stderr
+    assert run.stderr.splitlines()[-1].startswith(
+        "sgafast: all 2 ranks: 3 images: 1 done (0 compiled, 1 eager), 0 skipped, 2 failed")
+    assert len(list((tmp_path / "o" / "_sgafast" / "failed").rglob("*.json"))) == 2
 
 
 @pytest.mark.slow
