@@ -17,6 +17,8 @@ from .ops.rounding import Rounding
 from .ops.schedule import temperature
 from .ops.sga_round import sga_round
 from .refine import RefineConfig, Refined, refine
+from .refining import Refining
 
-__all__ = ["bitstream", "families", "images", "BaseModel", "RefineConfig", "Refined", "Rounding",
-           "SgafastError", "gumbel_noise", "load_model", "refine", "sga_round", "temperature"]
+__all__ = ["bitstream", "families", "images", "BaseModel", "RefineConfig", "Refined", "Refining",
+           "Rounding", "SgafastError", "gumbel_noise", "load_model", "refine", "sga_round",
+           "temperature"]

@@ -183,11 +183,12 @@ class Family:
         """The model's own ``compress()`` fed with these latents (batch of one): its strings,
         the hyper-latent's first (the order they are decoded in, and the ``.bin``'s)."""
         with quiet_coder():
-            strings = [s[0] for s in self.coder_strings(latents)]
+            strings = [s[0] for s in self.coder_output(latents)["strings"]]
         return strings[-1:] + strings[:-1] if self.hyper else strings
 
-    def coder_strings(self, latents) -> list[list[bytes]]:
-        """The ``strings`` of the model's own ``compress()`` fed with these latents."""
+    def coder_output(self, latents) -> dict:
+        """What the model's own ``compress()`` returns (``strings``, ``shape``, ...) when its
+        analysis transforms return these latents (any batch size)."""
         raise NotImplementedError
 
     def decompress_args(self, strings: list[bytes], latent_size: tuple[int, int]):

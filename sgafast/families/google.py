@@ -54,9 +54,9 @@ class Factorized(Family):
         y_soft = rounder.round(y, medians(eb), Y_STREAM)
         return y_soft, bottleneck_bits(eb, y_soft)
 
-    def coder_strings(self, latents):
+    def coder_output(self, latents):
         (y,) = latents
-        return replaced(self.net, g_a=Given(y)).compress(y)["strings"]
+        return replaced(self.net, g_a=Given(y)).compress(y)
 
     def coder_shape(self, latent_size):
         return torch.Size(latent_size)
@@ -117,9 +117,9 @@ class Hyperprior(Factorized):
         y_soft, y_bits = rounder.round_gaussian(y, scales, means, self.gaussian, Y_STREAM)
         return y_soft, bottleneck_bits(self.net.entropy_bottleneck, z_soft) + y_bits
 
-    def coder_strings(self, latents):
+    def coder_output(self, latents):
         y, z = latents
-        return replaced(self.net, g_a=Given(y), h_a=Given(z)).compress(y)["strings"]
+        return replaced(self.net, g_a=Given(y), h_a=Given(z)).compress(y)
 
     def coder_shape(self, latent_size):
         return torch.Size(-(-side // HYPER_STRIDE) for side in latent_size)

@@ -5,7 +5,8 @@ channel group after channel group), so the relaxation follows the coder's order 
 pass is rounded around the means predicted from the passes before it, with its own noise
 stream, and rated under the parameters of that prediction. A pass works on the checkerboard
 half the coder codes (``unembed``), so with the coder's rounding the same operations give the
-coder's y_hat. The refined z enters the coder through a shallow copy of the hyper codec.
+coder's y_hat. The refined latents enter the model's own ``compress()`` through shallow copies:
+of the model, whose ``g_a`` returns y, and of its hyper codec, whose ``h_a`` returns z.
 """
 
 from __future__ import annotations
@@ -86,13 +87,13 @@ class Checkerboard(Family):
             bits = bits + half_bits
         return cb.embed(torch.stack(halves)), bits
 
-    def coder_strings(self, latents):
+    def coder_output(self, latents):
         y, z = latents
         codec = self.net.latent_codec
         hyper = replaced(self.hyper_codec, h_a=Given(z))
         shell = replaced(codec, hyper=hyper)
         shell.latent_codec = {**codec.latent_codec, "hyper": hyper}
-        return shell.compress(y)["strings"]
+        return replaced(self.net, g_a=Given(y), latent_codec=shell).compress(y)
 
     def coder_shape(self, latent_size):
         hyper = torch.Size(-(-side // HYPER_STRIDE) for side in latent_size)
