@@ -112,7 +112,9 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=POSITIVE_COUNT, default=1,
                    help="same-size images per batch (default 1)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only failures and the last line (default: a progress bar on a "
+                   "terminal, a line per finished image in a log)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace results in OUTDIR made with other settings (default: refuse)")
 
@@ -136,17 +138,6 @@ def report_failures(failures) -> None:
     for f in failures:
         print(f"sgafast: {f.source}: {f.reason}" if not f.reason.startswith(f.source)
               else f"sgafast: {f.reason}", file=sys.stderr)
-
-
-def tally(counts, done_in: Path, failed_in: str, unit: str = "images") -> str:
-    """``N images: D done (C compiled, E eager), S skipped (already done in X), F failed
-    (listed in Y)``: every item counted once, as the run left it."""
-    compiled = (f" ({counts.compiled} compiled, {counts.eager} eager)"
-                if counts.compiled + counts.eager else "")
-    skipped = f" (already done in {done_in})" if counts.skipped else ""
-    listed = f" (listed in {failed_in})" if counts.failed else ""
-    return (f"{counts.total} {unit}: {counts.done} done{compiled}, {counts.skipped} "
-            f"skipped{skipped}, {counts.failed} failed{listed}")
 
 
 def print_records(records: list[dict]) -> None:
@@ -179,7 +170,8 @@ def cmd_refine(args) -> int:
     report_failures(report.failures)
     failed_in = pipeline.run_folder(outdir) / "failed"
     if shard.gathers:  # this rank's share, before rank 0's count of the whole run
-        print(f"sgafast: {shard.label}{tally(report.counts, outdir, failed_in)}", file=sys.stderr)
+        print(f"sgafast: {shard.label}{report.counts.describe(outdir, failed_in)}",
+              file=sys.stderr)
     counts = sum(sharding.gather(shard, report.counts), pipeline.Counts())
     where = ""
     if shard.rank == 0 and counts.done + counts.skipped:
@@ -187,7 +179,7 @@ def cmd_refine(args) -> int:
         where = f"; summary in {pipeline.run_folder(outdir) / 'summary.json'}"
     if shard.rank == 0 or not shard.gathers:
         label = f"all {shard.world} ranks: " if shard.gathers else shard.label
-        print(f"sgafast: {label}{tally(counts, outdir, failed_in)}{where}", file=sys.stderr)
+        print(f"sgafast: {label}{counts.describe(outdir, failed_in)}{where}", file=sys.stderr)
     return 1 if counts.failed and not shard.gathers else 0
 
 
@@ -218,7 +210,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print((out / "bd.md").read_text())
     report_failures(dict.fromkeys(result["failures"]))  # a refused input fails in every run
     counts, runs = result["counts"], out / "runs"
-    done = tally(counts, runs, runs / "METHOD" / "MODEL" / "_sgafast" / "failed", "results")
+    done = counts.describe(runs, runs / "METHOD" / "MODEL" / "_sgafast" / "failed", "results")
     print(f"sgafast: eval of {len(specs)} methods x {len(models)} models: {done}; curves in "
           f"{out}/METHOD.json, BD table in {out / 'bd.md'}, plots in "
           f"{', '.join(map(str, result['plots']))}", file=sys.stderr)

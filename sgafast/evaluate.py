@@ -15,14 +15,13 @@ import warnings
 from pathlib import Path
 
 import bjontegaard as bd
-from tqdm import tqdm
-
 from . import models, pipeline
 from .errors import SgafastError
 from .images import center_crop, read_image, write_png
 from .inputs import Item, collect
 from .io import atomic_write_bytes, atomic_write_json
 from .ops.rounding import METHODS, THREE_CLASS_METHODS
+from .progress import Progress
 from .refine import NO_REFINEMENT, RefineConfig
 
 ANCHOR = NO_REFINEMENT
@@ -249,21 +248,21 @@ def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_n
     inputs, refused = prepare_inputs(dataset, outdir, crop, limit)
     records: dict[str, dict[str, list[dict]]] = {s.label: {} for s in specs}
     failures, counts = [], pipeline.Counts()
-    jobs = tqdm(total=len(specs) * len(model_names), desc="eval",
-                disable=not progress, dynamic_ncols=True, position=0)
+    jobs = Progress(len(specs) * len(model_names), "eval", show=progress, unit="run")
     for model_name, label in zip(model_names, labels):
         model = models.load(model_name, device, arch)
         for spec in specs:
             cfg = base_cfg.with_options(method=spec.method, classes=spec.classes,
                                         lr=spec.lr or base_cfg.lr)
-            jobs.set_postfix(model=label, method=spec.label)
-            report = pipeline.refine_items(inputs, outdir / "runs" / spec.label / label,
-                                           model, cfg, batch_size=batch_size, progress=False,
-                                           overwrite=overwrite, refused=refused)
+            run = outdir / "runs" / spec.label / label
+            report = pipeline.refine_items(inputs, run, model, cfg, batch_size=batch_size,
+                                           progress=False, overwrite=overwrite, refused=refused)
             records[spec.label][label] = report.records
             failures += report.failures
             counts += report.counts
-            jobs.update(1)
+            jobs.advance(f"{spec.label} on {label}: "
+                         f"{report.counts.describe(run, pipeline.run_folder(run) / 'failed')}",
+                         model=label, method=spec.label)
     jobs.close()
     curves = {s.label: eval_model_json(s, list(records[s.label].items())) for s in specs}
     if jpeg_qualities:

@@ -20,8 +20,6 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm import tqdm
-
 from . import bitstream, codec
 from .errors import SgafastError
 from .images import Canvas, Geometry, oriented_size, read_image_with_notes
@@ -29,6 +27,7 @@ from .inputs import RUN_FOLDER, Item, collect
 from .io import atomic_write_bytes, atomic_write_json, read_json
 from .metrics import msssim, psnr
 from .models import BaseModel
+from .progress import Progress, say
 from .refine import RefineConfig, Refined, lmbda_of, refine_batch
 from .shard import Shard
 
@@ -60,6 +59,16 @@ class Counts:
     def __add__(self, other: Counts) -> Counts:
         return Counts(*(a + b for a, b in zip(dataclasses.astuple(self),
                                               dataclasses.astuple(other))))
+
+    def describe(self, done_in: Path, failed_in: Path, unit: str = "images") -> str:
+        """``N images: D done (C compiled, E eager), S skipped (already done in X), F failed
+        (listed in Y)``: every item counted once, as the run left it."""
+        steps = self.compiled + self.eager
+        compiled = f" ({self.compiled} compiled, {self.eager} eager)" if steps else ""
+        skipped = f" (already done in {done_in})" if self.skipped else ""
+        listed = f" (listed in {failed_in})" if self.failed else ""
+        return (f"{self.total} {unit}: {self.done} done{compiled}, {self.skipped} "
+                f"skipped{skipped}, {self.failed} failed{listed}")
 
     @classmethod
     def of(cls, done: list[dict], skipped: int, failed: int) -> Counts:
@@ -229,9 +238,9 @@ class _Writer:
     records failures. While it works on one batch the device refines the next."""
 
     def __init__(self, model: BaseModel, cfg: RefineConfig, run_settings: dict, outdir: Path,
-                 bar):
-        self.model, self.cfg, self.settings, self.outdir, self.bar = (
-            model, cfg, run_settings, outdir, bar)
+                 progress: Progress):
+        self.model, self.cfg, self.settings, self.outdir, self.progress = (
+            model, cfg, run_settings, outdir, progress)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgafast-write")
         self.jobs, self.failed = [], 0
 
@@ -248,8 +257,7 @@ class _Writer:
         atomic_write_json(failure_file(self.outdir, key),
                           {"source": source, "name": name, "reason": reason})
         self.failed += 1
-        self.bar.set_postfix(failed=self.failed)
-        self.bar.update(1)
+        self.progress.advance(f"{name or source}: failed: {reason}", failed=self.failed)
         return Failure(source, reason)
 
     def submit(self, canvas: Canvas, loaded: list[LoadedImage], results: list[Refined]) -> None:
@@ -271,9 +279,10 @@ class _Writer:
             atomic_write_json(item.output(self.outdir, ".json"), record)  # the commit
             failure_file(self.outdir, item.stem).unlink(missing_ok=True)
             records.append(record)
-            self.bar.update(1)
-            self.bar.set_postfix(bpp=f"{final['bpp']:.3f}", psnr=f"{final['psnr']:.2f}",
-                                 failed=self.failed)
+            self.progress.advance(f"{item.name}: {final['bpp']:.4f} bpp, {final['psnr']:.2f} dB "
+                                  f"(base {base['bpp']:.4f} bpp, {base['psnr']:.2f} dB)",
+                                  bpp=f"{final['bpp']:.3f}", psnr=f"{final['psnr']:.2f}",
+                                  failed=self.failed)
         return records, failures
 
     def drain(self) -> tuple[list[dict], list[Failure]]:
@@ -290,9 +299,9 @@ class _Writer:
 
 
 def _refine(model, loaded: list[LoadedImage], cfg: RefineConfig, device,
-            progress) -> tuple[list, list[LoadedImage]]:
+            progress: bool) -> tuple[list, list[LoadedImage]]:
     """([(entries, canvas, results)], entries too large even alone): a batch that runs out of
-    memory is retried image by image."""
+    memory is retried image by image; ``progress``: a bar over its iterations."""
     try:
         canvas = Canvas.of([e.image for e in loaded]).to(device)
         return [(loaded, canvas, refine_batch(model, canvas, [e.item.stem for e in loaded], cfg,
@@ -332,6 +341,15 @@ def pending(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineConfig
     return records, todo
 
 
+def _starting(outdir: Path, cfg: RefineConfig, todo: int, items: int) -> str:
+    """The line a run starts with: what it refines, and what an earlier run already did."""
+    skipped = f"{items - todo} of {items} images already done in {outdir}, skipped"
+    if not todo:
+        return skipped
+    work = f"refining {todo} of {items} images [{cfg.method}]"
+    return f"{work}; {skipped}" if todo < items else work
+
+
 def refine_items(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineConfig,
                  batch_size: int = 1, progress: bool = True, overwrite: bool = False,
                  label: str = "", refused: list[tuple[str, str]] = ()) -> RunReport:
@@ -349,9 +367,11 @@ def refine_items(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineC
     groups, unreadable = _probe(todo)
     batches = [group[i:i + batch_size] for group in groups.values()
                for i in range(0, len(group), batch_size)]
-    bar = tqdm(total=len(todo) + len(refused), desc=f"{label}refine [{cfg.method}]",
-               unit="img", disable=not progress, dynamic_ncols=True)
-    writer = _Writer(model, cfg, settings(model, cfg), outdir, bar)
+    if progress and items:
+        say(label + _starting(outdir, cfg, len(todo), len(items)))
+    shown = Progress(len(todo) + len(refused), f"{label}refine [{cfg.method}]", show=progress,
+                     label=label)
+    writer = _Writer(model, cfg, settings(model, cfg), outdir, shown)
     failures = [writer.refuse(source, reason) for source, reason in refused]
     failures += [writer.fail(item, reason) for item, reason in unreadable]
     busy = 0.0
@@ -366,7 +386,7 @@ def refine_items(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineC
                 if not loaded:
                     continue
                 tick = time.perf_counter()
-                parts, too_large = _refine(model, loaded, cfg, device, progress)
+                parts, too_large = _refine(model, loaded, cfg, device, shown.bar_shown)
                 failures += [writer.fail(entry.item, "out of memory even alone; use a device "
                                          "with more memory, or downscale or tile the image")
                              for entry in too_large]
@@ -375,7 +395,7 @@ def refine_items(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineC
                     writer.submit(canvas, entries, results)
         finally:
             done, failed = writer.drain()  # what is complete is written, even on Ctrl-C
-    bar.close()
+            shown.close()
     failures += failed
     return RunReport(records + done, failures, Counts.of(done, len(records), len(failures)),
                      busy_seconds=busy, wall_seconds=time.perf_counter() - start)

@@ -20,6 +20,7 @@ from . import families, models
 from .errors import SgafastError
 from .images import list_images, read_image
 from .io import atomic_torch_save
+from .progress import on_terminal, say
 
 
 @dataclasses.dataclass
@@ -145,7 +146,7 @@ def train(image_dir: str | os.PathLike, output: str | os.PathLike, cfg: TrainCon
     drop_at = math.floor(0.8 * cfg.steps)
     skipped = 0  # steps whose loss or gradient was not finite
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train",
-               dynamic_ncols=True)
+               dynamic_ncols=True, disable=not on_terminal())
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = cfg.lr if step < drop_at else cfg.lr_final
@@ -161,9 +162,13 @@ def train(image_dir: str | os.PathLike, output: str | os.PathLike, cfg: TrainCon
         aux_opt.zero_grad()
         net.aux_loss().backward()
         aux_opt.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}", bpp=f"{parts['bpp']:.3f}",
-                        psnr=f"{-10 * math.log10(max(parts['mse'], 1e-10)):.2f}",
-                        skipped=skipped)
+        shown = {"loss": f"{loss.item():.3f}", "bpp": f"{parts['bpp']:.3f}",
+                 "psnr": f"{-10 * math.log10(max(parts['mse'], 1e-10)):.2f}",
+                 "skipped": skipped}
+        bar.set_postfix(shown)
         if (step + 1) % cfg.save_every == 0:
             checkpoint(step + 1)
+            if bar.disable:  # a log: a line per save instead of a bar
+                say(f"train [{step + 1}/{cfg.steps}] " + ", ".join(
+                    f"{k} {v}" for k, v in shown.items()) + f"; saved {output}")
     checkpoint(cfg.steps)

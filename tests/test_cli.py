@@ -73,6 +73,33 @@ def test_rerun_skips_finished_images(refined_dir):
     assert before == {p.name: p.stat().st_mtime_ns for p in out.glob("*.bin")}
 
 
+def test_a_log_gets_a_line_per_image_and_no_bar(tmp_path, capsys):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    args = ["refine", *map(str, BUNDLED), str(tmp_path / "broken.png"), "-o",
+            str(tmp_path / "o"), "--iters", "2", "--track-every", "0", "--no-compile"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b" not in err and "refine [" not in err
+    lines = err.splitlines()
+    assert lines[0] == "sgafast: refining 3 of 3 images [ssl]"
+    assert lines[1].startswith("sgafast: [1/3] broken.png: failed: cannot read the image")
+    for k, path in enumerate(BUNDLED, 2):
+        assert lines[k].startswith(f"sgafast: [{k}/3] {path.name}: ") and " bpp, " in lines[k]
+    assert main(args) == 1  # the rerun says what it skips, at once
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"sgafast: refining 1 of 3 images [ssl]; 2 of 3 images already done in "
+        f"{tmp_path / 'o'}, skipped")
+
+
+def test_a_terminal_gets_a_bar_and_no_lines(tmp_path, capsys, monkeypatch):
+    from sgafast import progress
+
+    monkeypatch.setattr(progress, "on_terminal", lambda: True)
+    assert main(["refine", str(BUNDLED[0]), "-o", str(tmp_path), "--method", "none"]) == 0
+    err = capsys.readouterr().err
+    assert "refine [none]" in err and "100%" in err and "[1/1]" not in err
+
+
 def test_method_none_is_the_base_codec(tmp_path):
     assert main(["refine", str(BUNDLED[0]), "-o", str(tmp_path), "--method", "none",
                  "--quiet"]) == 0
