@@ -64,7 +64,8 @@ def int_list(text: str) -> tuple[int, ...]:
 def add_arch_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default=None, choices=tuple(families.ARCHITECTURES), metavar="ARCH",
                    help="the architecture of a plain CompressAI state dict whose weights fit "
-                   "several: " + ", ".join(families.ARCHITECTURES))
+                   "several: " + ", ".join(families.ARCHITECTURES) + " (default: inferred "
+                   "from the weights)")
 
 
 def add_refine_options(p: argparse.ArgumentParser) -> None:
@@ -102,7 +103,7 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
                    help=f"compute the true R-D loss every k iterations (default "
                    f"{run.track_every}; 0: never)")
     p.add_argument("--backend", default=unset, choices=BACKENDS,
-                   help="rounding kernels: auto (fused on CUDA), torch or triton")
+                   help="rounding kernels: auto (fused on CUDA), torch or triton (default auto)")
     p.add_argument("--compile", default=unset, action=argparse.BooleanOptionalAction,
                    help="compile the step with torch.compile (a CUDA graph on CUDA); default: "
                    f"for runs of {COMPILE_FROM_ITERS} iterations or more")
@@ -111,7 +112,8 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
                    "and bf16 are faster on GPUs; rounding and rates stay fp32)")
     p.add_argument("--batch-size", type=POSITIVE_COUNT, default=1,
                    help="same-size images per batch (default 1)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where to refine (default auto: CUDA when available)")
     p.add_argument("--quiet", action="store_true",
                    help="print only failures and the last line (default: a progress bar on a "
                    "terminal, a line per finished image in a log)")
@@ -258,12 +260,15 @@ def decode_output(name: str) -> Path:
 
 
 def cmd_train(args) -> int:
-    from .train import TrainConfig, train
+    from .train import TrainConfig, state_path, train
 
     cfg = TrainConfig(lmbda=args.lmbda, arch=args.arch, n=args.N, m=args.M,
                       groups=args.groups, crop=args.crop, batch_size=args.batch_size,
                       steps=args.steps, seed=args.seed, init=args.init)
-    train(args.image_dir, args.output, cfg, resume=args.resume)
+    skipped = train(args.image_dir, args.output, cfg, resume=args.resume)
+    print(f"sgafast: trained {args.arch} for {args.steps} steps ({skipped} skipped for a "
+          f"non-finite loss); model written to {args.output}, training state to "
+          f"{state_path(args.output)} (--resume continues from it)", file=sys.stderr)
     return 0
 
 
@@ -286,7 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("refine", help="refine images' latents and write bitstreams")
+    p = sub.add_parser(
+        "refine", help="refine images' latents and write bitstreams",
+        description="Refine each image's latents for its own rate-distortion loss (SGA/SGA+), "
+        "then write OUTDIR/NAME.bin (a bitstream the unchanged CompressAI decoder reads) and "
+        "OUTDIR/NAME.json (its record); OUTDIR/_sgafast/ holds the summary and the failures. "
+        "A rerun skips what is done. Options left out keep the defaults shown.")
     p.add_argument("inputs", nargs="+",
                    help="image files, folders (recursive) and @lists (a path per line)")
     p.add_argument("-o", "--output", required=True, help="output folder")
@@ -294,7 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bundled name, checkpoint path or ARCH:QUALITY[:ms-ssim] (default: "
                    "default)")
     add_arch_option(p)
-    p.add_argument("--method", default="ssl", choices=METHODS + ("none",))
+    p.add_argument("--method", default="ssl", choices=METHODS + ("none",),
+                   help="the rounding during refinement (docs/method.md); none: the base codec "
+                   "alone (default ssl)")
     add_refine_options(p)
     p.set_defaults(func=cmd_refine)
 

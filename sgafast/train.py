@@ -96,9 +96,35 @@ def rd_loss(net: torch.nn.Module, x: torch.Tensor, lmbda: float) -> tuple[torch.
     return lmbda * 255**2 * mse + bpp, {"bpp": bpp.detach().item(), "mse": mse.detach().item()}
 
 
+def example_groups(m: int) -> list[int]:
+    """ELIC's channel groups in the proportions 1, 1, 2, 4, 4 (8,8,16,32,32 for 96), summing
+    to ``m``."""
+    unit = max(1, m // 12)
+    head = [unit, unit, 2 * unit, 4 * unit]
+    return head + [m - sum(head)] if m > sum(head) else [m]
+
+
+def check_groups(cfg: TrainConfig) -> None:
+    """Refuse channel groups that cannot build ``cfg.arch``, saying what to pass instead."""
+    if cfg.arch not in families.ChannelGroups.architectures:
+        if cfg.groups:
+            raise SgafastError(f"--groups: only ELIC (elic2022-*) has channel groups, not "
+                               f"{cfg.arch}")
+        return
+    example = ",".join(map(str, example_groups(cfg.m)))
+    if cfg.groups is None and cfg.m <= 128:
+        raise SgafastError(f"{cfg.arch} with --M {cfg.m}: CompressAI's default channel groups "
+                           f"(16,16,32,64,M-128) need M > 128; give --groups, channel counts "
+                           f"summing to {cfg.m}, e.g. --groups {example}")
+    if cfg.groups and sum(cfg.groups) != cfg.m:
+        raise SgafastError(f"--groups {','.join(map(str, cfg.groups))} sums to "
+                           f"{sum(cfg.groups)}, not --M {cfg.m}; e.g. --groups {example}")
+
+
 def initial_network(cfg: TrainConfig) -> torch.nn.Module:
     """A fresh network of ``cfg.arch``; with ``cfg.init``, every layer whose name and shape
     match starts from that model (all of them for the same architecture and sizes)."""
+    check_groups(cfg)
     dims = {"N": cfg.n, "M": cfg.m}
     if cfg.groups:
         dims["groups"] = list(cfg.groups)
@@ -114,8 +140,9 @@ def initial_network(cfg: TrainConfig) -> torch.nn.Module:
 
 
 def train(image_dir: str | os.PathLike, output: str | os.PathLike, cfg: TrainConfig,
-          resume: bool = False) -> None:
-    """Train a model and write it to ``output`` (fp16 parameters, model format of models.py)."""
+          resume: bool = False) -> int:
+    """Train a model and write it to ``output`` (fp16 parameters, model format of models.py);
+    the number of steps skipped because their loss or gradient was not finite."""
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     net = initial_network(cfg).train()
@@ -172,3 +199,4 @@ def train(image_dir: str | os.PathLike, output: str | os.PathLike, cfg: TrainCon
                 say(f"train [{step + 1}/{cfg.steps}] " + ", ".join(
                     f"{k} {v}" for k, v in shown.items()) + f"; saved {output}")
     checkpoint(cfg.steps)
+    return skipped

@@ -65,12 +65,16 @@ def test_summary_has_eval_model_schema(refined_dir):
     assert summary["results"]["bpp"][0] == pytest.approx(sum(r["bpp"] for r in records) / 2)
 
 
-def test_rerun_skips_finished_images(refined_dir):
+def test_rerun_skips_finished_images_and_says_so(refined_dir, capsys):
     out, _ = refined_dir
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.bin")}
     assert main(["refine", *map(str, BUNDLED), "-o", str(out), "--iters", "12",
-                 "--batch-size", "2", "--track-every", "4", "--quiet"]) == 0
+                 "--batch-size", "2", "--track-every", "4"]) == 0
     assert before == {p.name: p.stat().st_mtime_ns for p in out.glob("*.bin")}
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"sgafast: 2 of 2 images already done in {out}, skipped"
+    assert lines[-1].startswith(f"sgafast: 2 images: 0 done, 2 skipped (already done in {out}), "
+                                "0 failed; summary in")
 
 
 def test_a_log_gets_a_line_per_image_and_no_bar(tmp_path, capsys):
@@ -161,6 +165,16 @@ def test_the_record_says_how_the_image_was_read(tmp_path):
     assert record["conversion"]["exif_orientation"] == 6 and "scaled" in record["conversion"]
     assert main(["decode", str(tmp_path / "o" / "gray16.bin"), "-o", str(tmp_path / "d.png")]) == 0
     assert Image.open(tmp_path / "d.png").size == (40, 70)  # turned a quarter: portrait
+
+
+def test_refine_help_has_a_description_and_every_default():
+    from sgafast.cli import build_parser
+
+    refine = build_parser()._subparsers._group_actions[0].choices["refine"]
+    assert "rate-distortion" in refine.description
+    for action in refine._actions:
+        if action.option_strings and not action.required and action.dest != "help":
+            assert "default" in action.help, action.option_strings
 
 
 def test_python_dash_m_sgafast_runs_the_command_line():

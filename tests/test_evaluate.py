@@ -111,3 +111,13 @@ def test_method_specs():
     for bad in ("atanh:3", "bogus", "ssl:4", ",", "ste@0", "ste@fast"):
         with pytest.raises(SgafastError):
             parse_methods(bad)
+
+
+def test_eval_last_line_counts_and_names_its_outputs(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["eval", str(BUNDLED[0]), "-o", str(out), "--methods", "none", "--models",
+                 "default", "--crop", "64", "--quiet"]) == 0
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("sgafast: eval of 1 methods x 1 models: 1 results: 1 done, 0 skipped, "
+                           "0 failed")
+    assert f"BD table in {out / 'bd.md'}, plots in {out / 'rd.png'}" in last

@@ -13,8 +13,12 @@ IMAGES = Path(__file__).resolve().parents[1] / "sgafast" / "data" / "images"
 TINY = ["--N", "8", "--M", "12", "--crop", "64", "--batch-size", "2", "--steps", "5"]
 
 
-def test_train_writes_a_loadable_model(tmp_path):
+def test_train_writes_a_loadable_model_and_says_where(tmp_path, capsys):
     assert main(["train", str(IMAGES), "-o", str(tmp_path / "m.pt"), *TINY]) == 0
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"sgafast: trained mbt2018-mean for 5 steps (0 skipped for a non-finite loss); model "
+        f"written to {tmp_path / 'm.pt'}, training state to {tmp_path / 'm.pt.train-state'} "
+        "(--resume continues from it)")
     model = models.load(tmp_path / "m.pt")
     assert model.lmbda == 0.0067 and model.describe()["N"] == 8 and model.describe()["M"] == 12
     meta = torch.load(tmp_path / "m.pt", weights_only=True)["training"]
@@ -63,3 +67,15 @@ def test_a_non_finite_batch_is_skipped(tmp_path, monkeypatch):
                                                              steps=3))
     state = torch.load(tmp_path / "m.pt", weights_only=True)["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("groups,message", [
+    ([], "CompressAI's default channel groups (16,16,32,64,M-128) need M > 128; give --groups, "
+         "channel counts summing to 12, e.g. --groups 1,1,2,4,4"),
+    (["--groups", "8,8"], "--groups 8,8 sums to 16, not --M 12; e.g. --groups 1,1,2,4,4"),
+])
+def test_elic_without_fitting_groups_says_what_to_pass(tmp_path, capsys, groups, message):
+    args = ["train", str(IMAGES), "-o", str(tmp_path / "m.pt"), "--arch", "elic2022-official"]
+    assert main([*args, *TINY, *groups]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()
