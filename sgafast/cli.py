@@ -162,6 +162,8 @@ def cmd_refine(args) -> int:
     outdir = output_folder(args.output)
     items, refused = collect(args.inputs)  # a mistyped path is refused before the model loads
     shard = sharding.from_environment()
+    sharding.rank_timeout()  # a bad $SGAFAST_RANK_TIMEOUT is refused now, not after the work
+    sharding.watch_launcher(shard)
     device = sharding.device_for(shard, resolve_device(args.device))
     model = models.load(args.model, device, args.arch)
     report = pipeline.refine_share(items, refused, outdir, model, cfg, shard=shard,

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
+import signal
+import threading
+import time
 
 import torch
+
+from .errors import SgafastError
+from .progress import say
+
+TIMEOUT_VARIABLE = "SGAFAST_RANK_TIMEOUT"  # seconds rank 0 waits for the last rank's end
+DEFAULT_TIMEOUT = 1800.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,16 +70,69 @@ def device_for(shard: Shard, device: torch.device) -> torch.device:
     return device
 
 
+def watch_launcher(shard: Shard, every: float = 1.0) -> None:
+    """Under torchrun, stop this process as SIGTERM does (what is finished is written) once its
+    launcher is gone: a worker orphaned by a killed torchrun would otherwise refine on, then
+    wait for peers that never come."""
+    if not shard.gathers:
+        return
+    launcher = os.getppid()
+
+    def watch():
+        while os.getppid() == launcher:
+            time.sleep(every)
+        say(f"{shard.label}the torchrun launcher (pid {launcher}) is gone; stopping")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="sgafast-watch", daemon=True).start()
+
+
+def rank_timeout(env=os.environ) -> float:
+    """How long the ranks wait for each other at the end: $SGAFAST_RANK_TIMEOUT seconds."""
+    try:
+        seconds = float(env.get(TIMEOUT_VARIABLE, DEFAULT_TIMEOUT))
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise SgafastError(f"{TIMEOUT_VARIABLE}={env[TIMEOUT_VARIABLE]}: give a number of "
+                           "seconds > 0")
+    return seconds
+
+
 def gather(shard: Shard, value) -> list:
     """Every rank's ``value``, in rank order, once all ranks have finished their work (a torchrun
-    group's one collective, over gloo); ``[value]`` without torchrun."""
+    group's one collective, over gloo); ``[value]`` without torchrun.
+
+    It waits at most ``rank_timeout()`` on a thread, so that meanwhile a signal, or the end of
+    the launcher (``watch_launcher``), still ends this process.
+    """
     if not shard.gathers:
         return [value]
+    timeout = rank_timeout()
+    outcome: dict = {}
+    waiting = threading.Thread(target=_all_gather, args=(value, shard.world, timeout, outcome),
+                               name="sgafast-gather", daemon=True)
+    waiting.start()
+    while waiting.is_alive():
+        waiting.join(0.5)
+    if "error" in outcome:
+        raise SgafastError(f"{shard.label}waiting for the other ranks failed "
+                           f"({str(outcome['error']).splitlines()[0]}): a rank or the launcher "
+                           f"ended early, or they did not all finish within {TIMEOUT_VARIABLE}="
+                           f"{timeout:g} s; what each rank finished is written: rerun the same "
+                           "command, or `sgafast merge OUTDIR` once all have ended"
+                           ) from outcome["error"]
+    return outcome["values"]
+
+
+def _all_gather(value, world: int, timeout: float, outcome: dict) -> None:
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    values = [None] * shard.world
-    dist.all_gather_object(values, value)
-    dist.destroy_process_group()
-    return values
+    try:
+        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout))
+        values = [None] * world
+        dist.all_gather_object(values, value)
+        dist.destroy_process_group()
+        outcome["values"] = values
+    except Exception as exc:  # raised again on the main thread, as a message
+        outcome["error"] = exc

@@ -78,3 +78,10 @@ def test_an_empty_folder_is_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == f"sgafast: error: {tmp_path / 'empty'}: no images in this folder\n"
     assert not list((tmp_path / "o").iterdir())
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "inf"])
+def test_a_bad_rank_timeout_is_refused_before_any_work(tmp_path, capsys, monkeypatch, value):
+    monkeypatch.setenv("SGAFAST_RANK_TIMEOUT", value)
+    assert main(["refine", str(IMAGE), "-o", str(tmp_path / "o")]) == 2
+    assert f"SGAFAST_RANK_TIMEOUT={value}: give a number of seconds > 0" in capsys.readouterr().err

@@ -144,8 +144,8 @@ def test_outputs_get_the_users_umask(tmp_path):
     assert (tmp_path / "o" / "p.bin").stat().st_mode & 0o777 == 0o644
 
 
-def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+def _run(args: list[str], env=os.environ, **kwargs) -> subprocess.CompletedProcess:
+    env = {**env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=600, **kwargs)
 
 
@@ -178,6 +178,59 @@ def test_rank_0_counts_every_ranks_failures_and_torchrun_reports_no_crash(tmp_pa
     assert run.stderr.splitlines()[-1].startswith(
         "sgafast: all 2 ranks: 3 images: 1 done (0 compiled, 1 eager), 0 skipped, 2 failed")
     assert len(list((tmp_path / "o" / "_sgafast" / "failed").rglob("*.json"))) == 2
+
+
+def _torchrun(tmp_path: Path, port: int, *args: str, env=None) -> list[str]:
+    """A 2-rank run on one 256x256 image for a million iterations: rank 0 refines it, rank 1,
+    with nothing to do, waits at the end at once."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.png").write_bytes(BUNDLED[0].read_bytes())
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+            "--master-port", str(port), "-m", "sgafast.cli", "refine", str(data), "-o",
+            str(tmp_path / "o"), "--iters", "1000000", "--track-every", "0", "--no-compile"]
+
+
+def _end_workers_left(marker: str) -> None:
+    """SIGKILL what is left of this test's processes (their command line names ``marker``)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker.encode() in cmdline.read_bytes():
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+        except OSError:  # ended meanwhile
+            pass
+
+
+@pytest.mark.slow
+def test_workers_end_soon_after_their_launcher_is_killed(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_torchrun(tmp_path, 29533), env=env, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        seen = ""
+        while "rank 0/2 refining" not in seen or "rank 1/2 0 images" not in seen:
+            line = proc.stderr.readline()
+            assert line, seen
+            seen += line
+        time.sleep(1)
+        proc.send_signal(signal.SIGKILL)  # the launcher only: its workers are orphaned
+        tick = time.monotonic()
+        _, rest = proc.communicate(timeout=60)  # the workers hold stderr until they end
+    finally:
+        _end_workers_left(str(tmp_path))
+    assert time.monotonic() - tick < 60
+    assert "rank 0/2 the torchrun launcher" in rest and "is gone; stopping" in rest
+    assert "rank 1/2 waiting for the other ranks failed" in rest
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.slow
+def test_the_final_wait_is_bounded_by_sgafast_rank_timeout(tmp_path):
+    tick = time.monotonic()
+    run = _run(_torchrun(tmp_path, 29534), env={**os.environ, "SGAFAST_RANK_TIMEOUT": "3"})
+    assert time.monotonic() - tick < 120 and run.returncode != 0
+    assert "did not all finish within SGAFAST_RANK_TIMEOUT=3 s" in run.stderr
+    assert "sgafast: interrupted; finished images are written" in run.stderr  # rank 0, stopped
 
 
 @pytest.mark.slow
