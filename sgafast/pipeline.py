@@ -32,6 +32,8 @@ from .refine import RefineConfig, Refined, lmbda_of, refine_batch
 from .shard import Shard
 
 SPEED_OPTIONS = ("backend", "compile", "track_every")  # change the time, not the result
+LARGE_PIXELS = 1 << 22  # a batch of 4 Mpixel or more says what it costs before it starts
+PEAK_PER_ACTIVATION = 3  # refinement's peak memory / the forward's activations (measured, CPU)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,6 +223,42 @@ def _difference(there, here: dict) -> str:
     return "; ".join(f"{k} {there.get(k)!r} there, {here.get(k)!r} now" for k in keys)
 
 
+def activation_bytes_per_pixel(net: torch.nn.Module, side: int = 64) -> float:
+    """Bytes of the activations of one forward pass of ``net``, per image pixel."""
+    total = 0
+
+    def count(module, inputs, outputs):
+        nonlocal total
+        for t in outputs if isinstance(outputs, (tuple, list)) else [outputs]:
+            total += t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
+
+    device = next(net.parameters()).device
+    hooks = [m.register_forward_hook(count) for m in net.modules() if not any(m.children())]
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, 3, side, side, device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total / side**2
+
+
+def _pixels(loaded: list[LoadedImage]) -> int:
+    return sum(e.image.shape[-2] * e.image.shape[-1] for e in loaded)
+
+
+def _cost(loaded: list[LoadedImage], bytes_per_pixel: float) -> str:
+    """What refining a large batch costs, said before it starts: its pixels and memory."""
+    height, width = loaded[0].image.shape[-2:]
+    padded = Geometry(height, width).padded_size
+    memory = PEAK_PER_ACTIVATION * bytes_per_pixel * padded[0] * padded[1] * len(loaded)
+    size = (f"{width}x{height}" if len(loaded) == 1 else
+            f"{len(loaded)} images padded to {padded[1]}x{padded[0]}")
+    return (f"{', '.join(e.item.name for e in loaded)}: {size} ({_pixels(loaded) / 1e6:.1f} "
+            f"Mpixel): refining takes about {memory / 1e9:.1f} GB of memory and a long first "
+            "step; downscale or tile it to go faster")
+
+
 def _load(items: list[Item]) -> tuple[list[LoadedImage], list[tuple[Item, str]]]:
     """Read a batch's images; an unreadable one fails alone."""
     loaded, failures = [], []
@@ -271,8 +309,11 @@ class _Writer:
                 failures.append(self.fail(item, refined.divergence_message()))
                 continue
             xi = canvas.image(i)
-            base, _ = measure(self.model, xi, refined.base, refined.geometry, lmbda)
-            final, data = measure(self.model, xi, refined.latents, refined.geometry, lmbda)
+            base, data = measure(self.model, xi, refined.base, refined.geometry, lmbda)
+            if self.cfg.refines:  # else the latents are the base's: coded and decoded once
+                final, data = measure(self.model, xi, refined.latents, refined.geometry, lmbda)
+            else:
+                final = base
             record = _record(entry, self.model, self.cfg, self.settings, refined, base, final,
                              data)
             atomic_write_bytes(item.output(self.outdir, ".bin"), data)
@@ -385,6 +426,8 @@ def refine_items(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineC
                 failures += [writer.fail(item, reason) for item, reason in unread]
                 if not loaded:
                     continue
+                if progress and _pixels(loaded) >= LARGE_PIXELS:
+                    say(label + _cost(loaded, activation_bytes_per_pixel(model.net)))
                 tick = time.perf_counter()
                 parts, too_large = _refine(model, loaded, cfg, device, shown.bar_shown)
                 failures += [writer.fail(entry.item, "out of memory even alone; use a device "

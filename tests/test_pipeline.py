@@ -275,6 +275,32 @@ def test_an_out_of_memory_batch_is_retried_image_by_image(tmp_path, monkeypatch)
     assert "out of memory even alone" in failed["reason"]
 
 
+def test_a_large_image_says_what_it_costs_before_it_starts(tmp_path, capsys, monkeypatch):
+    from sgafast import pipeline
+
+    monkeypatch.setattr(pipeline, "LARGE_PIXELS", 96 * 64)  # the crops below count as large
+    crops(tmp_path / "data", ["big.png"])
+    assert main(["refine", str(tmp_path / "data"), "-o", str(tmp_path / "o"), "--iters", "1",
+                 "--track-every", "0", "--no-compile"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[1].startswith("sgafast: big.png: 96x64 (0.0 Mpixel): refining takes about ")
+    assert "GB of memory" in lines[1] and lines[2].startswith("sgafast: [1/1] big.png")
+
+
+@pytest.mark.parametrize("method,decodes", [("none", 1), ("ssl", 2)])
+def test_the_base_codec_alone_is_coded_and_decoded_once(tmp_path, monkeypatch, method,
+                                                        decodes):
+    from sgafast import pipeline
+
+    calls = []
+    real = pipeline.bitstream.decode
+    monkeypatch.setattr(pipeline.bitstream, "decode", lambda *a: calls.append(1) or real(*a))
+    crops(tmp_path / "data", ["p.png"])
+    assert main(["refine", str(tmp_path / "data"), "-o", str(tmp_path / "o"), "--method",
+                 method, *FAST]) == 0
+    assert len(calls) == decodes  # the record's equality for none: test_cli's
+
+
 @pytest.mark.parametrize("env,expected", [
     ({}, (0, 1, "none")),
     ({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"},
