@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT := out/demo
 
-.PHONY: venv demo test bench bench-e2e bench-sizes clean
+.PHONY: venv demo test bench bench-e2e bench-sizes bench-budget clean
 
 $(STAMP): requirements.txt setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ KODAK ?= ../shared/data/kodak
 bench-sizes: venv
 	$(BIN)/python benchmarks/bench_sizes.py --kodak $(KODAK) --iters 200 --batch-size 4 \
 		--out benchmarks/results/sizes
+
+# refinement gain against iterations per schedule (CPU: 128² Kodak crops, q3 and q5; about an
+# hour on two cores). Schedules were chosen on training photos: see benchmarks/results/budget/
+bench-budget: venv
+	$(BIN)/python benchmarks/budget.py $(KODAK) --crop 128 --models q3,q5 \
+		--budgets 250,500,2000 --schedules budget --batch-size 12 --compile \
+		--out benchmarks/results/budget/kodak
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

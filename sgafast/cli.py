@@ -61,6 +61,16 @@ def int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def schedule(text: str):
+    """A --schedule value (``sgafast.ops.schedule.parse_schedule``)."""
+    from .ops.schedule import parse_schedule
+
+    try:
+        return parse_schedule(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_arch_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default=None, choices=tuple(families.ARCHITECTURES), metavar="ARCH",
                    help="the architecture of a plain CompressAI state dict whose weights fit "
@@ -75,7 +85,8 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
     ``RefineConfig``'s default, which the help text quotes.
     """
     from .ops.rounding import DEFAULT_A, Rounding
-    from .refine import COMPILE_FROM_ITERS, RefineConfig
+    from .ops.schedule import TAU_RATE
+    from .refine import COMPILE_FROM_ITERS, STOP_POINTS, RefineConfig
 
     run, rounding = RefineConfig(), Rounding()
     unset = argparse.SUPPRESS
@@ -89,19 +100,27 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=POSITIVE, default=unset,
                    help=f"three-class n (default {rounding.n})")
     p.add_argument("--iters", type=COUNT, default=unset, help=f"iterations (default {run.iters})")
+    p.add_argument("--schedule", type=schedule, default=unset, metavar="SCHEDULE",
+                   help="how tau and the learning rate move over the run: paper (docs/method.md "
+                   "§4, whatever --iters), budget (spread over --iters), or either with fields "
+                   f"changed, e.g. budget:tau_end=0.02 (default {run.schedule.describe()})")
     p.add_argument("--lr", type=POSITIVE, default=unset,
-                   help=f"Adam learning rate (default {run.lr})")
+                   help=f"Adam's (peak) learning rate (default: the schedule's, {run.lr} for "
+                   f"{run.schedule.describe()})")
     p.add_argument("--tau-max", type=POSITIVE, default=unset,
                    help="temperature cap (default 0.5 for atanh, 1.0 otherwise)")
     p.add_argument("--tau-rate", type=NON_NEGATIVE, default=unset,
-                   help=f"temperature decay rate c in exp(-c t) (default {run.tau_rate}; "
-                   "0 keeps tau at --tau-max)")
+                   help=f"the paper schedule's temperature decay rate c in exp(-c t) (default "
+                   f"{TAU_RATE}; 0 keeps tau at --tau-max)")
     p.add_argument("--lmbda", type=POSITIVE, default=unset,
                    help="R-D trade-off (default: the base model's training lambda)")
     p.add_argument("--seed", type=COUNT, default=unset, help=f"run seed (default {run.seed})")
     p.add_argument("--track-every", type=COUNT, default=unset,
                    help=f"compute the true R-D loss every k iterations (default "
                    f"{run.track_every}; 0: never)")
+    p.add_argument("--stop-below", type=NON_NEGATIVE, default=unset, metavar="EPS",
+                   help=f"stop an image whose true loss improved by less than the fraction EPS "
+                   f"over its last {STOP_POINTS} tracking points (default: never)")
     p.add_argument("--backend", default=unset, choices=BACKENDS,
                    help="rounding kernels: auto (fused on CUDA), torch or triton (default auto)")
     p.add_argument("--compile", default=unset, action=argparse.BooleanOptionalAction,
@@ -121,8 +140,8 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
                    help="replace results in OUTDIR made with other settings (default: refuse)")
 
 
-CONFIG_OPTIONS = ("classes", "a", "r", "n", "iters", "lr", "tau_max", "tau_rate", "lmbda",
-                  "seed", "track_every", "backend", "compile", "precision")
+CONFIG_OPTIONS = ("classes", "a", "r", "n", "iters", "schedule", "lr", "tau_max", "tau_rate",
+                  "lmbda", "seed", "track_every", "stop_below", "backend", "compile", "precision")
 
 
 def refine_config(args: argparse.Namespace, method: str):

@@ -183,6 +183,7 @@ def _record(entry: LoadedImage, model: BaseModel, cfg: RefineConfig, run_setting
         "conversion": entry.notes, "model": model.name, "method": cfg.method,
         "classes": cfg.rounding.classes if cfg.rounding else None,
         "iterations": cfg.iters if cfg.refines else 0,
+        "schedule": cfg.schedule.describe() if cfg.refines else None,
         "lmbda": run_settings["lmbda"],
         **{k: final[k] for k in ("bpp", "bpp_likelihood", "psnr", "ms_ssim", "rd_loss",
                                  "bytes")},
@@ -194,7 +195,7 @@ def _record(entry: LoadedImage, model: BaseModel, cfg: RefineConfig, run_setting
                     "tracking_seconds": refined.tracking_seconds,
                     "warmup_seconds": refined.warmup_seconds,
                     "peak_memory_bytes": refined.peak_memory_bytes,
-                    "compiled": refined.compiled},
+                    "compiled": refined.compiled, "stopped_at": refined.stopped_at},
         "settings": run_settings,
         "speed_options": {k: getattr(cfg, k) for k in SPEED_OPTIONS},
     }

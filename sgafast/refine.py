@@ -24,11 +24,12 @@ from . import codec, step
 from .errors import SgafastError
 from .images import Canvas, Geometry
 from .models import BaseModel, as_model, check_coder_ready
-from .ops.rounding import Rounding
-from .ops.schedule import TAU_RATE, default_tau_max
+from .ops.rounding import BACKENDS, Rounding
+from .ops.schedule import PRESETS, TAU_RATE, Schedule, default_tau_max
 from .precision import check_precision, tensor_cores
 
 NO_REFINEMENT = "none"
+STOP_POINTS = 2  # stop_below looks this many tracking points back
 COMPILE_FROM_ITERS = 500  # compile="auto": shorter runs do not pay back the compile warm-up
 LATENT_LIMIT = 2.0**24  # beyond, a latent's rounding is inexact in fp32: diverged, not coded
 
@@ -40,12 +41,16 @@ class RefineConfig:
 
     rounding: Rounding | None = Rounding()
     iters: int = 2000
-    lr: float = 5e-3
+    lr: float | None = None  # None: the schedule's (peak) learning rate
+    schedule: Schedule = PRESETS["paper"]
     tau_max: float | None = None  # None: the method's default (docs/method.md §4), resolved here
-    tau_rate: float = TAU_RATE
+    tau_rate: float | None = None  # the paper schedule's decay rate (None: TAU_RATE)
     lmbda: float | None = None  # None: the base model's training lambda
     seed: int = 0
     track_every: int = 100  # true R-D loss every k iterations (0: never)
+    # an image whose true loss improved by less than this fraction over its last STOP_POINTS
+    # tracking points stops there (None: every image runs all iters)
+    stop_below: float | None = None
     backend: str = "auto"
     compile: bool | None = None  # None: compile runs of COMPILE_FROM_ITERS iterations or more
     # of a model whose family compiles (see Family.compiles)
@@ -62,21 +67,39 @@ class RefineConfig:
 
     def __post_init__(self):
         check_precision(self.precision)
+        if self.backend not in BACKENDS:
+            raise SgafastError(f"backend must be one of {', '.join(BACKENDS)}, "
+                               f"got {self.backend!r}")
         for name in ("iters", "track_every", "seed"):
             if getattr(self, name) < 0:
                 raise SgafastError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name, value in (("lr", self.lr), ("lmbda", self.lmbda), ("tau_max", self.tau_max)):
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise SgafastError(f"{name} must be a finite number > 0, got {value}")
-        if not (math.isfinite(self.tau_rate) and self.tau_rate >= 0):
+        if self.tau_rate is not None and not (math.isfinite(self.tau_rate)
+                                              and self.tau_rate >= 0):
             raise SgafastError(f"tau_rate must be a finite number >= 0, got {self.tau_rate}")
+        if self.schedule.kind == "paper" and self.tau_rate is None:
+            object.__setattr__(self, "tau_rate", TAU_RATE)
+        if self.schedule.kind != "paper" and self.tau_rate is not None:
+            raise SgafastError("tau_rate (--tau-rate) sets the paper schedule's decay; a budget "
+                               "schedule spreads tau over the iterations (set its end with "
+                               "budget:tau_end=X, or use the paper schedule)")
         if self.tau_max is None and self.rounding is not None:
             object.__setattr__(self, "tau_max", default_tau_max(self.rounding.method))
+        if self.lr is None:
+            object.__setattr__(self, "lr", self.schedule.lr)
+        if self.stop_below is not None and not (self.stop_below >= 0 and self.track_every):
+            raise SgafastError("stop_below needs true-loss tracking (track_every > 0) and a "
+                               f"relative improvement >= 0, got {self.stop_below}")
 
     def with_options(self, **options) -> RefineConfig:
         """This config with run options and rounding options (method, classes, a, ...) replaced."""
         rounding_fields = {f.name for f in dataclasses.fields(Rounding)}
         rounding = {k: options.pop(k) for k in list(options) if k in rounding_fields}
+        for name in ("lr", "tau_rate"):  # their defaults depend on the schedule
+            if "schedule" in options and name not in options:
+                options[name] = None
         if not rounding:
             return dataclasses.replace(self, **options)
         base = dataclasses.asdict(self.rounding) if self.rounding else {}
@@ -117,6 +140,7 @@ class Refined:
     diverged_at: int | None  # the first iteration whose loss was not finite
     peak_memory_bytes: int | None = None  # the batch's CUDA peak, per image; None on a CPU
     compiled: bool = False  # whether the step ran compiled (else eagerly)
+    stopped_at: int | None = None  # the update count where stop_below stopped it
 
     @property
     def codable(self) -> bool:
@@ -163,10 +187,11 @@ def lmbda_of(model: BaseModel, cfg: RefineConfig) -> float:
     return float(lmbda)
 
 
-def _adam(params: list[torch.Tensor], lr: float, graphed: bool) -> torch.optim.Adam:
+def _adam(params: list[torch.Tensor], lr: float, betas: tuple[float, float],
+          graphed: bool) -> torch.optim.Adam:
     """Adam as one fused kernel where the device has one (capturable when CUDA-graphed)."""
     fused = params[0].device.type in ("cpu", "cuda") and params[0].dtype == torch.float32
-    return torch.optim.Adam(params, lr=lr, fused=fused or None, capturable=graphed)
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=fused or None, capturable=graphed)
 
 
 def _first_non_finite(losses: torch.Tensor) -> list[int | None]:
@@ -200,18 +225,21 @@ class Refinement:
         self.batch = len(identities)
         self.relaxed = torch.zeros(cfg.iters if cfg.refines else 0, self.batch, device=x.device)
         self.done, self.tracked, self.stopped = 0, [], False
+        self.stopped_at: list[int | None] = [None] * self.batch  # by stop_below
+        self.kept: dict[int, tuple[torch.Tensor, ...]] = {}  # a stopped image's latents
         self.tracking_seconds = self.warmup_seconds = 0.0
         self.compiled = False
         if cfg.refines:
             seeds = torch.tensor([image_seed(cfg.seed, i) for i in identities], device=x.device)
             self.problem = step.StepProblem(
                 self.family, x, self.canvas.mask, self.canvas.num_pixels, seeds, cfg.rounding,
-                cfg.tau_max, cfg.tau_rate, self.lmbda, cfg.backend, cfg.precision)
+                cfg.tau_max, cfg.tau_rate, self.lmbda, cfg.backend, cfg.precision,
+                cfg.schedule, cfg.iters)
             self.compiled = cfg.compiles(self.family)
             self.relaxed_loss = (step.compiled(self.problem) if self.compiled
                                  else self.problem.relaxed_loss)
             self.graphed = self.compiled and x.is_cuda
-            self.opt = _adam(list(self.latents), cfg.lr, self.graphed)
+            self.opt = _adam(list(self.latents), cfg.lr, cfg.schedule.betas, self.graphed)
             self.t = torch.zeros((), dtype=torch.int64, device=x.device)
 
     def track(self) -> None:
@@ -232,6 +260,9 @@ class Refinement:
         with record_function("backward"):
             loss.sum().backward()
         with record_function("optimiser"):
+            if self.cfg.schedule.kind != "paper":
+                self.opt.param_groups[0]["lr"] = self.cfg.schedule.learning_rate(
+                    self.done, self.cfg.iters, self.cfg.lr)
             self.opt.step()
         self.t.add_(1)
         self.done += 1
@@ -260,8 +291,11 @@ class Refinement:
         for _ in range(min(iters, len(self.relaxed) - self.done)):
             if every and self.done % every == 0:
                 self.track()  # the loss after ``done`` updates
-                if self.done and not bool(torch.isfinite(self.tracked[-1][1]).any()):
-                    self.stopped = True  # every image diverged: nothing left to refine
+                self._stop_converged()
+                finite = torch.isfinite(self.tracked[-1][1]).tolist()
+                if self.done and all(not ok or stop is not None
+                                     for ok, stop in zip(finite, self.stopped_at)):
+                    self.stopped = True  # every image diverged or stopped: nothing to refine
                     return
             with tensor_cores(self.cfg.precision, self.x.device):
                 if self.done == 0 and self.compiled:
@@ -273,9 +307,25 @@ class Refinement:
             if progress is not None:
                 progress.update(1)
 
+    def _stop_converged(self) -> None:
+        """Stop the images whose true loss improved by less than ``stop_below`` (relative)
+        over the last STOP_POINTS tracking points: their latents now are their result."""
+        if self.cfg.stop_below is None or len(self.tracked) <= STOP_POINTS:
+            return
+        before, now = self.tracked[-1 - STOP_POINTS][1], self.tracked[-1][1]
+        for b, gain in enumerate(((before - now) / before.abs()).tolist()):
+            if self.stopped_at[b] is None and gain < self.cfg.stop_below:  # NaN: diverged
+                self.stopped_at[b] = self.done
+                self.kept[b] = tuple(v[b:b + 1].detach().clone() for v in self.latents)
+
+    def _image_latents(self, b: int) -> tuple[torch.Tensor, ...]:
+        return self.kept.get(b) or tuple(v[b:b + 1].detach() for v in self.latents)
+
     def results(self) -> list[Refined]:
-        """Each image's latents and history (the true loss is tracked once more at the end)."""
-        if self.cfg.refines and self.cfg.track_every:
+        """Each image's latents and history (the true loss is tracked once more at the end);
+        an image stopped by ``stop_below`` keeps its latents and history up to its stop."""
+        if self.cfg.refines and self.cfg.track_every and (
+                not self.tracked or self.tracked[-1][0] != self.done):
             self.track()
         diverged = _first_non_finite(self.relaxed[:self.done])
         relaxed_rows = self.relaxed[:self.done].T.tolist()
@@ -283,14 +333,16 @@ class Refinement:
         seconds = time.perf_counter() - self.start
         n = self.batch
         peak = torch.cuda.max_memory_allocated(self.x.device) // n if self.x.is_cuda else None
-        return [Refined(latents=tuple(v[b:b + 1].detach() for v in self.latents),
+        ends = [self.done if stop is None else stop for stop in self.stopped_at]
+        return [Refined(latents=self._image_latents(b),
                         base=tuple(v[b:b + 1] for v in self.base),
                         geometry=self.canvas.geometries[b],
-                        relaxed_loss=relaxed_rows[b],
-                        true_loss=[(i, values[b]) for i, values in tracked_rows],
+                        relaxed_loss=relaxed_rows[b][:ends[b]],
+                        true_loss=[(i, values[b]) for i, values in tracked_rows if i <= ends[b]],
                         seconds=seconds / n, tracking_seconds=self.tracking_seconds / n,
                         warmup_seconds=self.warmup_seconds / n, diverged_at=diverged[b],
-                        peak_memory_bytes=peak, compiled=self.compiled)
+                        peak_memory_bytes=peak, compiled=self.compiled,
+                        stopped_at=self.stopped_at[b])
                 for b in range(n)]
 
 
@@ -315,7 +367,7 @@ def refine_batch(model: BaseModel, images, identities: list[str], cfg: RefineCon
                  progress: bool = False) -> list[Refined]:
     """Refine a batch of images in [0, 1], a (B, 3, H, W) tensor or a list of images of sizes
     that share a padded size (``images.Canvas``); one result per image."""
-    with frozen(model.net):
+    with frozen(model.net), torch.enable_grad():  # whatever the caller's mode
         run = Refinement(model, images, identities, cfg)
         with tqdm(total=len(run.relaxed), desc=f"  {len(identities)} image(s)", leave=False,
                   disable=not progress, dynamic_ncols=True) as bar:

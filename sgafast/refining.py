@@ -10,7 +10,7 @@ from torch import nn
 from .errors import SgafastError
 from .images import STRIDE, Geometry
 from .models import BaseModel, as_model
-from .ops.rounding import Rounding, kernels_run
+from .ops.rounding import Rounding
 from .refine import RefineConfig, lmbda_of, refine
 
 # the keywords RefineConfig.with_options takes: the run's fields and the rounding's
@@ -101,6 +101,5 @@ def _config(model: BaseModel, cfg: RefineConfig | None, options: dict) -> Refine
         cfg = (cfg or RefineConfig(track_every=0)).with_options(**options)
     except TypeError as exc:  # a value of the wrong type
         raise SgafastError(f"bad option value ({exc})") from exc
-    kernels_run(cfg.backend, torch.empty(0))  # checks the backend's name (RefineConfig does not)
     lmbda_of(model, cfg)
     return cfg

@@ -24,7 +24,7 @@ from . import codec, precision
 from .families import Family
 from .ops.gaussian_bits import gaussian_bits
 from .ops.rounding import Rounding, kernels_run
-from .ops.schedule import temperature
+from .ops.schedule import PRESETS, Schedule
 from .ops.sga_round import sga_round
 from .ops.sga_round_bits import sga_round_bits
 
@@ -40,10 +40,12 @@ class StepProblem:
     seeds: torch.Tensor  # (B,) int64 image seeds on the device
     rounding: Rounding
     tau_max: float
-    tau_rate: float
+    tau_rate: float | None  # the paper schedule's (None under a budget schedule)
     lmbda: float
     backend: str
     precision: str = "fp32"  # of the transforms; the rounding and the rates are always fp32
+    schedule: Schedule = PRESETS["paper"]
+    iters: int = 0  # the run's length, which a budget schedule spreads tau over
 
     def relaxed_loss(self, latents: tuple[torch.Tensor, ...], t: torch.Tensor) -> torch.Tensor:
         """(B,) relaxed R-D losses at iteration ``t`` (a 0-d int64 tensor), docs/method.md §5.
@@ -51,8 +53,8 @@ class StepProblem:
         The ``record_function`` labels name the components in a profile (benchmarks/).
         """
         with _label("rounding"):
-            tau = temperature(t, method=self.rounding.method, tau_max=self.tau_max,
-                              rate=self.tau_rate)
+            tau = self.schedule.temperature(t, self.iters, method=self.rounding.method,
+                                            tau_max=self.tau_max, rate=self.tau_rate)
         y_soft, bits = self.family.relaxed(latents, SoftRounder(self, tau, t),
                                            self.hyper_transforms)
         with _label("synthesis"), self.transforms():

@@ -1,5 +1,7 @@
 """The refinement driver (docs/method.md §3-6) on the bundled model and real Kodak crops."""
 
+import math
+
 import pytest
 import torch
 from compressai.models import ScaleHyperprior
@@ -9,7 +11,8 @@ from sgafast import bitstream, codec
 from sgafast.errors import SgafastError
 from sgafast.images import Canvas
 from sgafast.models import BaseModel
-from sgafast.refine import RefineConfig, refine_batch
+from sgafast.ops.schedule import Schedule
+from sgafast.refine import STOP_POINTS, RefineConfig, refine_batch
 
 FAST = dict(iters=120, tau_rate=2e-2, track_every=40)  # tau anneals within the short run
 
@@ -119,3 +122,37 @@ def test_every_method_runs(default_model, kodak_crops, method):
 def test_bad_config_is_refused(kwargs):
     with pytest.raises(SgafastError):
         RefineConfig.for_method(**kwargs)
+
+
+def test_budget_schedule_generalises_the_paper(default_model, kodak_crops):
+    """A budget schedule whose tau ends where the paper's does after ``iters`` (exponential
+    decay, constant learning rate) follows the paper's trajectory: tau and lr reach the step."""
+    x, iters, rate = _crop(kodak_crops)[:1], 30, 2e-2
+    paper = RefineConfig.for_method("ssl", iters=iters, tau_rate=rate, track_every=0)
+    same = paper.with_options(schedule=Schedule(kind="budget", tau_end=math.exp(-rate * iters)))
+    slower = same.with_options(schedule=Schedule(kind="budget", tau_end=math.exp(-rate * iters),
+                                                 warmup=0.5))
+    (a,), (b,), (c,) = (refine_batch(default_model, x, ["a"], cfg) for cfg in (paper, same,
+                                                                              slower))
+    torch.testing.assert_close(b.latents, a.latents, rtol=1e-4, atol=1e-4)
+    assert (c.latents[0] - a.latents[0]).abs().max() > 1e-3  # the warm-up reached Adam
+
+
+def test_stop_below_keeps_an_image_where_it_stopped(default_model, kodak_crops):
+    x = _crop(kodak_crops)[:1]
+    cfg = RefineConfig.for_method("ssl", iters=60, tau_rate=2e-2, track_every=10)
+    # every improvement is below 100 %: the image stops as soon as it can be judged
+    (stopped,) = refine_batch(default_model, x, ["a"], cfg.with_options(stop_below=1.0))
+    judged = STOP_POINTS * 10
+    (short,) = refine_batch(default_model, x, ["a"], cfg.with_options(iters=judged))
+    assert stopped.stopped_at == judged and short.stopped_at is None
+    torch.testing.assert_close(stopped.latents, short.latents, rtol=0, atol=0)
+    assert len(stopped.relaxed_loss) == judged
+    assert [t for t, _ in stopped.true_loss] == [t for t, _ in short.true_loss]
+    (never,) = refine_batch(default_model, x, ["a"], cfg.with_options(stop_below=-0.0))
+    assert never.stopped_at is None and len(never.relaxed_loss) == 60
+
+
+def test_stop_below_needs_tracking():
+    with pytest.raises(SgafastError, match="stop_below needs true-loss tracking"):
+        RefineConfig(stop_below=0.01, track_every=0)
