@@ -13,6 +13,7 @@ import torch
 
 from . import __version__, families
 from . import shard as sharding
+from .codec import DISTORTIONS
 from .errors import SgafastError
 from .io import output_folder
 from .ops.rounding import BACKENDS, METHODS
@@ -113,7 +114,12 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
                    help=f"the paper schedule's temperature decay rate c in exp(-c t) (default "
                    f"{TAU_RATE}; 0 keeps tau at --tau-max)")
     p.add_argument("--lmbda", type=POSITIVE, default=unset,
-                   help="R-D trade-off (default: the base model's training lambda)")
+                   help="R-D trade-off (default: the base model's training lambda, where it "
+                   "weighs the same distortion)")
+    p.add_argument("--distortion", default=unset, choices=DISTORTIONS,
+                   help="what --lmbda weighs: 255^2 * MSE or 1 - MS-SSIM of each image, as "
+                   "CompressAI trains (default: the model's, mse but for ARCH:Q:ms-ssim and "
+                   "models trained with --distortion ms-ssim)")
     p.add_argument("--seed", type=COUNT, default=unset, help=f"run seed (default {run.seed})")
     p.add_argument("--track-every", type=COUNT, default=unset,
                    help=f"compute the true R-D loss every k iterations (default "
@@ -141,7 +147,8 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
 
 
 CONFIG_OPTIONS = ("classes", "a", "r", "n", "iters", "schedule", "lr", "tau_max", "tau_rate",
-                  "lmbda", "seed", "track_every", "stop_below", "backend", "compile", "precision")
+                  "lmbda", "distortion", "seed", "track_every", "stop_below", "backend",
+                  "compile", "precision")
 
 
 def refine_config(args: argparse.Namespace, method: str):
@@ -283,8 +290,8 @@ def decode_output(name: str) -> Path:
 def cmd_train(args) -> int:
     from .train import TrainConfig, state_path, train
 
-    cfg = TrainConfig(lmbda=args.lmbda, arch=args.arch, n=args.N, m=args.M,
-                      groups=args.groups, crop=args.crop, batch_size=args.batch_size,
+    cfg = TrainConfig(lmbda=args.lmbda, distortion=args.distortion, arch=args.arch, n=args.N,
+                      m=args.M, groups=args.groups, crop=args.crop, batch_size=args.batch_size,
                       steps=args.steps, seed=args.seed, init=args.init)
     skipped = train(args.image_dir, args.output, cfg, resume=args.resume)
     print(f"sgafast: trained {args.arch} for {args.steps} steps ({skipped} skipped for a "
@@ -350,7 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="model file to write")
     p.add_argument("--arch", default="mbt2018-mean", choices=tuple(families.ARCHITECTURES),
                    help="architecture (CompressAI's registry name; default: mbt2018-mean)")
-    p.add_argument("--lmbda", type=POSITIVE, default=0.0067)
+    p.add_argument("--lmbda", type=POSITIVE, default=0.0067,
+                   help="R-D trade-off (default 0.0067; CompressAI's MS-SSIM models use "
+                   "2.40..220 for qualities 1..8)")
+    p.add_argument("--distortion", default="mse", choices=DISTORTIONS,
+                   help="what --lmbda weighs: 255^2 * MSE or 1 - MS-SSIM, as CompressAI "
+                   "trains (default mse; ms-ssim needs --crop 161 or more)")
     p.add_argument("--N", type=POSITIVE_COUNT, default=64)
     p.add_argument("--M", type=POSITIVE_COUNT, default=96, help="latent channels (cheng2020-*: N)")
     p.add_argument("--groups", type=int_list, default=None,

@@ -3,7 +3,8 @@
 Each (method, model) run is an ordinary ``refine`` job into ``OUTDIR/runs/<method>/<model>/``,
 so an interrupted evaluation resumes where it stopped. The outputs are one eval_model-schema
 JSON per method (``python -m compressai.utils.plot`` draws them), ``bd.md``/``bd.json`` (BD-rate
-and BD-PSNR against ``none`` with the bjontegaard package), ``rd.png`` and ``convergence.png``.
+and BD-PSNR against ``none`` with the bjontegaard package; in MS-SSIM dB for runs that weigh
+MS-SSIM), ``rd.png`` and ``convergence.png``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from .refine import NO_REFINEMENT, RefineConfig
 
 ANCHOR = NO_REFINEMENT
 JPEG = "jpeg"
+# the quality axis of the curves and BD tables for a run's distortion: (name in bd.json,
+# name in bd.md, axis)
+QUALITIES = {"mse": ("psnr", "PSNR", "PSNR-RGB [dB]"),
+             "ms-ssim": ("msssim_db", "MS-SSIM", "MS-SSIM [dB], -10 log10(1 - MS-SSIM)")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,15 +137,36 @@ def eval_model_json(spec: MethodSpec, per_model: list[tuple[str, dict]]) -> dict
     }
 
 
-def bd_row(anchor: dict, test: dict, rate_key: str) -> tuple[float | None, float | None]:
-    """(BD-rate in %, BD-PSNR in dB) of ``test`` against ``anchor`` for one rate measure.
+def ms_ssim_db(value: float) -> float:
+    """MS-SSIM in dB, -10 log10(1 - MS-SSIM), as CompressAI's plots draw it."""
+    return -10 * math.log10(1 - value)
+
+
+def quality(doc: dict, distortion: str = "mse") -> list[float]:
+    """A curve's quality axis: PSNR-RGB, or MS-SSIM in dB for the ms-ssim distortion."""
+    if distortion == "ms-ssim":
+        return [ms_ssim_db(v) for v in doc["results"]["ms-ssim-rgb"]]
+    return doc["results"]["psnr-rgb"]
+
+
+def run_distortion(records: dict[str, dict[str, list[dict]]]) -> str:
+    """ms-ssim where every record's R-D loss weighs MS-SSIM, else mse (the BD tables' axis)."""
+    kinds = {r.get("distortion", "mse") for per_model in records.values()
+             for rows in per_model.values() for r in rows}
+    return "ms-ssim" if kinds == {"ms-ssim"} else "mse"
+
+
+def bd_row(anchor: dict, test: dict, rate_key: str,
+           distortion: str = "mse") -> tuple[float | None, float | None]:
+    """(BD-rate in %, BD-PSNR in dB) of ``test`` against ``anchor`` for one rate measure, over
+    ``quality``'s axis (BD-MS-SSIM in dB for the ms-ssim distortion).
 
     None where the curves do not overlap (the bjontegaard package returns NaN there).
     """
     def rate(doc):
         return doc["results"]["bpp"] if rate_key == "bpp" else doc["bpp-likelihood"]
 
-    curves = (rate(anchor), anchor["results"]["psnr-rgb"], rate(test), test["results"]["psnr-rgb"])
+    curves = (rate(anchor), quality(anchor, distortion), rate(test), quality(test, distortion))
     options = dict(method="akima", require_matching_points=False, min_overlap=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -148,15 +174,19 @@ def bd_row(anchor: dict, test: dict, rate_key: str) -> tuple[float | None, float
     return tuple(None if math.isnan(v) else float(v) for v in values)
 
 
-def bd_table(curves: dict[str, dict], anchor: str = ANCHOR) -> list[dict]:
+def bd_table(curves: dict[str, dict], anchor: str = ANCHOR,
+             distortion: str = "mse") -> list[dict]:
+    """One row per curve against ``anchor``: BD-rate and BD-quality (``bd_psnr_*``, or
+    ``bd_msssim_db_*`` for the ms-ssim distortion) per rate measure, the R-D loss change."""
+    name = QUALITIES[distortion][0]
     rows = []
     for label, doc in curves.items():
         if label == anchor:
             continue
         row = {"method": label}
         for key in ("bpp", "likelihood"):
-            rate, psnr = bd_row(curves[anchor], doc, key)
-            row[f"bd_rate_{key}"], row[f"bd_psnr_{key}"] = rate, psnr
+            rate, gain = bd_row(curves[anchor], doc, key, distortion)
+            row[f"bd_rate_{key}"], row[f"bd_{name}_{key}"] = rate, gain
         rd_a, rd_t = curves[anchor]["rd-loss"], doc["rd-loss"]
         row["rd_loss_change"] = sum((t - a) / a for a, t in zip(rd_a, rd_t)) / len(rd_a) * 100 \
             if len(rd_a) == len(rd_t) else None
@@ -168,22 +198,23 @@ def _fmt(x, digits: int, unit: str) -> str:
     return "n/a" if x is None else f"{x:+.{digits}f} {unit}"
 
 
-def bd_markdown(rows: list[dict], anchor: str = ANCHOR) -> str:
-    lines = [f"BD against `{anchor}` (PSNR-RGB; akima interpolation; negative BD-rate is better)",
+def bd_markdown(rows: list[dict], anchor: str = ANCHOR, distortion: str = "mse") -> str:
+    name, short, axis = QUALITIES[distortion]
+    lines = [f"BD against `{anchor}` ({axis}; akima interpolation; negative BD-rate is better)",
              "",
-             "| method | BD-rate (bitstream) | BD-PSNR (bitstream) | BD-rate (likelihood) | "
-             "BD-PSNR (likelihood) | mean true R-D loss change |",
+             f"| method | BD-rate (bitstream) | BD-{short} (bitstream) | BD-rate (likelihood) | "
+             f"BD-{short} (likelihood) | mean true R-D loss change |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {_fmt(r['bd_rate_bpp'], 2, '%')} | "
-                     f"{_fmt(r['bd_psnr_bpp'], 3, 'dB')} | "
+                     f"{_fmt(r[f'bd_{name}_bpp'], 3, 'dB')} | "
                      f"{_fmt(r['bd_rate_likelihood'], 2, '%')} | "
-                     f"{_fmt(r['bd_psnr_likelihood'], 3, 'dB')} | "
+                     f"{_fmt(r[f'bd_{name}_likelihood'], 3, 'dB')} | "
                      f"{_fmt(r['rd_loss_change'], 2, '%')} |")
     return "\n".join(lines) + "\n"
 
 
-def plot_rd(curves: dict[str, dict], path: Path, title: str) -> None:
+def plot_rd(curves: dict[str, dict], path: Path, title: str, distortion: str = "mse") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,9 +222,9 @@ def plot_rd(curves: dict[str, dict], path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for label, doc in curves.items():
-        ax.plot(doc["results"]["bpp"], doc["results"]["psnr-rgb"], marker="o", label=label,
+        ax.plot(doc["results"]["bpp"], quality(doc, distortion), marker="o", label=label,
                 linestyle="--" if label in (ANCHOR, JPEG) else "-")
-    ax.set(xlabel="bit rate [bpp] (bitstream)", ylabel="PSNR-RGB [dB]", title=title)
+    ax.set(xlabel="bit rate [bpp] (bitstream)", ylabel=QUALITIES[distortion][2], title=title)
     ax.grid(alpha=0.3)
     ax.legend()
     _save_figure(fig, path)
@@ -271,18 +302,20 @@ def run_eval(dataset: list[Path], outdir: Path, specs: list[MethodSpec], model_n
         curves[JPEG] = jpeg_curve([item.path for item in inputs], jpeg_qualities)
     for label, doc in curves.items():
         atomic_write_json(outdir / f"{label}.json", doc)
-    rows = bd_table({k: v for k, v in curves.items() if k != JPEG})
+    distortion = run_distortion(records)
+    rows = bd_table({k: v for k, v in curves.items() if k != JPEG}, distortion=distortion)
     atomic_write_json(outdir / "bd.json", rows)
-    tables = [bd_markdown(rows)] if rows else []
+    tables = [bd_markdown(rows, distortion=distortion)] if rows else []
     if JPEG in curves:  # the base codec (the ladder) against JPEG
-        jpeg_rows = bd_table({JPEG: curves[JPEG], ANCHOR: curves[ANCHOR]}, anchor=JPEG)
-        tables.append(bd_markdown(jpeg_rows, anchor=JPEG))
+        jpeg_rows = bd_table({JPEG: curves[JPEG], ANCHOR: curves[ANCHOR]}, anchor=JPEG,
+                             distortion=distortion)
+        tables.append(bd_markdown(jpeg_rows, anchor=JPEG, distortion=distortion))
     text = "\n".join(tables)
     atomic_write_bytes(outdir / "bd.md", text.encode())
     refined = {label: per_model for label, per_model in records.items() if label != ANCHOR}
     plots = [outdir / "rd.png"] + ([outdir / "convergence.png"] if refined else [])
     plot_rd(curves, plots[0], f"{len(inputs)} images"
-            + (f", {base_cfg.iters} iterations" if refined else ""))
+            + (f", {base_cfg.iters} iterations" if refined else ""), distortion)
     if refined:  # the base codec alone has no iterations to draw
         plot_convergence(refined, plots[1])
     return {"curves": curves, "bd": rows, "failures": failures, "counts": counts,

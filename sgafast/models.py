@@ -29,6 +29,8 @@ ALIASES = {"default": "q3"}  # the default is the ladder point at lambda = 0.006
 DERIVED_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 # CompressAI's MSE-trained zoo: lambda per quality 1..8 (docs/method.md §7).
 ZOO_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.18)
+# and its MS-SSIM-trained zoo, lambda weighing 1 - MS-SSIM (CompressAI's docs, zoo: training)
+ZOO_MS_SSIM_LAMBDAS = (2.40, 4.58, 8.73, 16.64, 31.73, 60.50, 115.37, 220.00)
 ZOO_METRICS = ("mse", "ms-ssim")
 
 
@@ -40,6 +42,7 @@ class BaseModel:
     name: str
     architecture: str
     lmbda: float | None
+    distortion: str = "mse"  # what its training lambda weighs (sgafast.codec.DISTORTIONS)
 
     @functools.cached_property
     def family(self) -> families.Family:
@@ -53,7 +56,8 @@ class BaseModel:
 
     def describe(self) -> dict:
         return {"name": self.name, "architecture": self.architecture,
-                **families.dims_of(self.net), "lmbda": self.lmbda}
+                **families.dims_of(self.net), "lmbda": self.lmbda,
+                "distortion": self.distortion}
 
 
 def as_model(model, lmbda: float | None = None) -> BaseModel:
@@ -85,12 +89,12 @@ def weights_fingerprint(net: torch.nn.Module) -> int:
     return int.from_bytes(h.digest()[:8], "little")
 
 
-def save(path: str | os.PathLike, net: torch.nn.Module, *, lmbda: float, dtype=torch.float16,
-         extra: dict | None = None) -> None:
-    """Write a model file: parameters in ``dtype``, buffers as they are (CDF tables dropped,
-    they are rebuilt on load). Buffers stay fp32: CompressAI's bounds (a 1e-9 likelihood bound,
-    GDN's 1.5e-11 pedestal) underflow to 0 in fp16, and a zero likelihood bound makes the rate
-    infinite on rare latents."""
+def save(path: str | os.PathLike, net: torch.nn.Module, *, lmbda: float, distortion: str = "mse",
+         dtype=torch.float16, extra: dict | None = None) -> None:
+    """Write a model file: its training lambda and the distortion it weighs, parameters in
+    ``dtype``, buffers as they are (CDF tables dropped, they are rebuilt on load). Buffers stay
+    fp32: CompressAI's bounds (a 1e-9 likelihood bound, GDN's 1.5e-11 pedestal) underflow to 0
+    in fp16, and a zero likelihood bound makes the rate infinite on rare latents."""
     parameters = {name for name, _ in net.named_parameters()}
     state = {
         k: (v.to(dtype) if k in parameters else v)
@@ -99,7 +103,7 @@ def save(path: str | os.PathLike, net: torch.nn.Module, *, lmbda: float, dtype=t
     }
     payload = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION,
                "architecture": families.architecture_of(net), **families.dims_of(net),
-               "lmbda": float(lmbda),
+               "lmbda": float(lmbda), "distortion": distortion,
                "state_dict": state, **(extra or {})}
     atomic_torch_save(payload, path)
 
@@ -127,6 +131,7 @@ def _load_file(path: Path, arch: str | None = None) -> BaseModel:
             raise SgafastError(f"{path}: an sgafast model file without {', '.join(absent)}; "
                                "it is damaged: save it again with sgafast train")
         state, lmbda = payload["state_dict"], payload.get("lmbda")
+        distortion = payload.get("distortion", "mse")
         file_arch = payload["architecture"]
         if arch is not None and arch != file_arch:
             raise SgafastError(f"{path}: a {file_arch} model, not {arch}; drop --arch or pass "
@@ -138,8 +143,8 @@ def _load_file(path: Path, arch: str | None = None) -> BaseModel:
         if not isinstance(state, dict):
             raise SgafastError(f"{path}: its state_dict is a {type(state).__name__}, not a dict")
         net, arch = _net_from_plain_state(path, state, arch)
-        lmbda = None
-    return BaseModel(_with_weights(net, state, path, arch), str(path), arch, lmbda)
+        lmbda, distortion = None, "mse"
+    return BaseModel(_with_weights(net, state, path, arch), str(path), arch, lmbda, distortion)
 
 
 def _with_weights(net: torch.nn.Module, state, path, arch: str) -> torch.nn.Module:
@@ -213,9 +218,14 @@ def _load_zoo(spec: str) -> BaseModel:
             f"{spec}: could not load CompressAI's pretrained weights ({exc}). They are "
             f"downloaded from {url} into torch hub's cache; on an offline machine put that "
             f"file at {cached}, or pass a checkpoint's path to --model") from exc
-    # an MS-SSIM model's lambda weighs 1 - MS-SSIM, not sgafast's MSE: --lmbda must be given
-    lmbda = ZOO_LAMBDAS[q - 1] if metric == "mse" else None
-    return BaseModel(net, spec, arch, lmbda)
+    return BaseModel(net, spec, arch, *zoo_training(metric, q))
+
+
+def zoo_training(metric: str, quality: int) -> tuple[float, str]:
+    """The lambda a CompressAI zoo model of ``metric`` and ``quality`` was trained with, and
+    the distortion it weighs (255^2 * MSE, or 1 - MS-SSIM)."""
+    lambdas = ZOO_LAMBDAS if metric == "mse" else ZOO_MS_SSIM_LAMBDAS
+    return lambdas[quality - 1], metric
 
 
 def bundled_models() -> dict[str, Path]:

@@ -28,7 +28,7 @@ from .io import atomic_write_bytes, atomic_write_json, read_json
 from .metrics import msssim, psnr
 from .models import BaseModel
 from .progress import Progress, say
-from .refine import RefineConfig, Refined, lmbda_of, refine_batch
+from .refine import RefineConfig, Refined, distortion_of, lmbda_of, refine_batch
 from .shard import Shard
 
 SPEED_OPTIONS = ("backend", "compile", "track_every")  # change the time, not the result
@@ -109,7 +109,7 @@ def settings(model: BaseModel, cfg: RefineConfig) -> dict:
     """What makes two results of an image the same result: every resolved setting but speed."""
     run = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SPEED_OPTIONS}
     return {"model": model.describe(), "fingerprint": f"{model.fingerprint:016x}", **run,
-            "lmbda": lmbda_of(model, cfg)}
+            "lmbda": lmbda_of(model, cfg), "distortion": distortion_of(model, cfg)}
 
 
 def file_sha256(path: Path) -> str:
@@ -138,9 +138,10 @@ def refused_key(source: str) -> str:
     return f"{RUN_FOLDER}/{Path(source).name}-{digest}"
 
 
-def measure(model: BaseModel, x: torch.Tensor, latents, geometry: Geometry,
-            lmbda: float) -> tuple[dict, bytes]:
-    """Metrics of hard latents (batch of one): bitstream and likelihood bpp, PSNR, MS-SSIM."""
+def measure(model: BaseModel, x: torch.Tensor, latents, geometry: Geometry, lmbda: float,
+            distortion: str = "mse") -> tuple[dict, bytes]:
+    """Metrics of hard latents (batch of one): bitstream and likelihood bpp, PSNR, MS-SSIM, and
+    the true R-D loss weighing ``distortion``."""
     num_pixels = geometry.num_pixels
     tick = time.perf_counter()
     data = bitstream.encode(model, latents, geometry)
@@ -149,30 +150,38 @@ def measure(model: BaseModel, x: torch.Tensor, latents, geometry: Geometry,
     decoded = bitstream.decode(model, data)
     decode_seconds = time.perf_counter() - tick
     with torch.no_grad():
-        loss, terms = codec.hard_rd(model.family, Canvas.of(x), latents, lmbda)
+        loss, terms = codec.hard_rd(model.family, Canvas.of(x), latents, lmbda, distortion)
     return {
         "bpp": 8 * len(data) / num_pixels,
         "bpp_likelihood": float(terms["bits"][0]) / num_pixels,
         "psnr": psnr(x, decoded),
         "ms_ssim": msssim(x, decoded),
         "rd_loss": float(loss[0]),
+        "distortion": distortion,  # what the R-D loss weighs
         "bytes": len(data),
         "encode_seconds": encode_seconds,
         "decode_seconds": decode_seconds,
     }, data
 
 
-def _probe(items: list[Item]) -> tuple[dict, list[tuple[Item, str]]]:
+def _probe(items: list[Item], distortion: str) -> tuple[dict, list[tuple[Item, str]]]:
     """Group readable images by padded size (images of different sizes share a batch when
-    their padded sizes agree), without decoding them; record unreadable ones."""
+    their padded sizes agree), without decoding them; record unreadable ones and those too
+    small for the ``distortion``."""
     groups, failures = defaultdict(list), []
     for item in items:
         try:
             with Image.open(item.path) as img:
                 width, height = oriented_size(img)
-            groups[Geometry(height, width).padded_size].append(item)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             failures.append((item, f"cannot read the image ({exc})"))
+            continue
+        try:
+            codec.check_sizes(distortion, [Geometry(height, width)])
+        except SgafastError as exc:
+            failures.append((item, str(exc)))
+            continue
+        groups[Geometry(height, width).padded_size].append(item)
     return groups, failures
 
 
@@ -186,7 +195,7 @@ def _record(entry: LoadedImage, model: BaseModel, cfg: RefineConfig, run_setting
         "schedule": cfg.schedule.describe() if cfg.refines else None,
         "lmbda": run_settings["lmbda"],
         **{k: final[k] for k in ("bpp", "bpp_likelihood", "psnr", "ms_ssim", "rd_loss",
-                                 "bytes")},
+                                 "distortion", "bytes")},
         "bin_sha256": hashlib.sha256(data).hexdigest(),
         "seconds": refined.seconds + final["encode_seconds"],
         "decode_seconds": final["decode_seconds"],
@@ -303,16 +312,19 @@ class _Writer:
         self.jobs.append(self.pool.submit(self._finish, canvas, loaded, results))
 
     def _finish(self, canvas, loaded, results) -> tuple[list[dict], list[Failure]]:
-        records, failures, lmbda = [], [], self.settings["lmbda"]
+        records, failures = [], []
+        lmbda, distortion = self.settings["lmbda"], self.settings["distortion"]
         for i, (entry, refined) in enumerate(zip(loaded, results)):
             item = entry.item
             if not refined.codable:  # the entropy coder never sees a non-finite latent
                 failures.append(self.fail(item, refined.divergence_message()))
                 continue
             xi = canvas.image(i)
-            base, data = measure(self.model, xi, refined.base, refined.geometry, lmbda)
+            base, data = measure(self.model, xi, refined.base, refined.geometry, lmbda,
+                                 distortion)
             if self.cfg.refines:  # else the latents are the base's: coded and decoded once
-                final, data = measure(self.model, xi, refined.latents, refined.geometry, lmbda)
+                final, data = measure(self.model, xi, refined.latents, refined.geometry, lmbda,
+                                      distortion)
             else:
                 final = base
             record = _record(entry, self.model, self.cfg, self.settings, refined, base, final,
@@ -406,7 +418,7 @@ def refine_items(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineC
     start = time.perf_counter()
     records, todo = pending(items, outdir, model, cfg, overwrite)
     device = next(model.net.parameters()).device
-    groups, unreadable = _probe(todo)
+    groups, unreadable = _probe(todo, distortion_of(model, cfg))
     batches = [group[i:i + batch_size] for group in groups.values()
                for i in range(0, len(group), batch_size)]
     if progress and items:

@@ -46,6 +46,8 @@ class RefineConfig:
     tau_max: float | None = None  # None: the method's default (docs/method.md §4), resolved here
     tau_rate: float | None = None  # the paper schedule's decay rate (None: TAU_RATE)
     lmbda: float | None = None  # None: the base model's training lambda
+    # what lambda weighs (codec.DISTORTIONS: mse, ms-ssim); None: the base model's
+    distortion: str | None = None
     seed: int = 0
     track_every: int = 100  # true R-D loss every k iterations (0: never)
     # an image whose true loss improved by less than this fraction over its last STOP_POINTS
@@ -67,6 +69,9 @@ class RefineConfig:
 
     def __post_init__(self):
         check_precision(self.precision)
+        if self.distortion not in (None, *codec.DISTORTIONS):
+            raise SgafastError(f"distortion must be one of {', '.join(codec.DISTORTIONS)}, "
+                               f"got {self.distortion!r}")
         if self.backend not in BACKENDS:
             raise SgafastError(f"backend must be one of {', '.join(BACKENDS)}, "
                                f"got {self.backend!r}")
@@ -179,12 +184,25 @@ def image_seed(run_seed: int, identity: str) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
+def distortion_of(model: BaseModel, cfg: RefineConfig) -> str:
+    """The distortion the run weighs: the config's, or the one the model was trained for."""
+    return cfg.distortion or model.distortion
+
+
 def lmbda_of(model: BaseModel, cfg: RefineConfig) -> float:
-    lmbda = cfg.lmbda if cfg.lmbda is not None else model.lmbda
-    if lmbda is None:
+    """The run's lambda: the config's, or the model's training lambda where it weighs the same
+    distortion as the run."""
+    if cfg.lmbda is not None:
+        return float(cfg.lmbda)
+    if model.lmbda is None:
         raise SgafastError(f"model {model.name} does not record its training lambda: give "
                            "lmbda= (--lmbda on the command line)")
-    return float(lmbda)
+    if distortion_of(model, cfg) != model.distortion:
+        raise SgafastError(f"model {model.name} was trained for the {model.distortion} "
+                           f"distortion: its lambda {model.lmbda:g} does not weigh "
+                           f"{distortion_of(model, cfg)}; give lmbda= (--lmbda on the command "
+                           "line)")
+    return float(model.lmbda)
 
 
 def _adam(params: list[torch.Tensor], lr: float, betas: tuple[float, float],
@@ -218,7 +236,8 @@ class Refinement:
         if x.is_cuda:
             torch.cuda.reset_peak_memory_stats(x.device)
         self.family, self.x, self.cfg = model.family, x, cfg
-        self.lmbda = lmbda_of(model, cfg)
+        self.lmbda, self.distortion = lmbda_of(model, cfg), distortion_of(model, cfg)
+        codec.check_sizes(self.distortion, self.canvas.geometries)
         with torch.no_grad():
             self.base = self.family.analyse(x)
         self.latents = tuple(v.clone().requires_grad_(True) for v in self.base)
@@ -234,7 +253,7 @@ class Refinement:
             self.problem = step.StepProblem(
                 self.family, x, self.canvas.mask, self.canvas.num_pixels, seeds, cfg.rounding,
                 cfg.tau_max, cfg.tau_rate, self.lmbda, cfg.backend, cfg.precision,
-                cfg.schedule, cfg.iters)
+                cfg.schedule, cfg.iters, self.distortion, self.canvas.geometries)
             self.compiled = cfg.compiles(self.family)
             self.relaxed_loss = (step.compiled(self.problem) if self.compiled
                                  else self.problem.relaxed_loss)
@@ -246,7 +265,8 @@ class Refinement:
         """Append the true R-D loss after ``done`` updates (outside the step, no gradients)."""
         tick = time.perf_counter()
         with torch.no_grad(), record_function("tracking"):
-            loss, _ = codec.hard_rd(self.family, self.canvas, self.latents, self.lmbda)
+            loss, _ = codec.hard_rd(self.family, self.canvas, self.latents, self.lmbda,
+                                    self.distortion)
         self.tracked.append((self.done, loss))
         self.tracking_seconds += time.perf_counter() - tick
 

@@ -22,6 +22,7 @@ from torch.profiler import record_function
 
 from . import codec, precision
 from .families import Family
+from .images import Geometry
 from .ops.gaussian_bits import gaussian_bits
 from .ops.rounding import Rounding, kernels_run
 from .ops.schedule import PRESETS, Schedule
@@ -46,6 +47,8 @@ class StepProblem:
     precision: str = "fp32"  # of the transforms; the rounding and the rates are always fp32
     schedule: Schedule = PRESETS["paper"]
     iters: int = 0  # the run's length, which a budget schedule spreads tau over
+    distortion: str = "mse"  # what lambda weighs (codec.DISTORTIONS)
+    geometries: tuple[Geometry, ...] = ()  # each image's place on the canvas (for MS-SSIM)
 
     def relaxed_loss(self, latents: tuple[torch.Tensor, ...], t: torch.Tensor) -> torch.Tensor:
         """(B,) relaxed R-D losses at iteration ``t`` (a 0-d int64 tensor), docs/method.md §5.
@@ -59,8 +62,9 @@ class StepProblem:
                                            self.hyper_transforms)
         with _label("synthesis"), self.transforms():
             x_hat = self.family.synthesis(y_soft).float()
-        distortion = codec.masked_mse(x_hat, self.x, self.mask, self.num_pixels)
-        return codec.rd_loss(distortion, bits, self.lmbda, self.num_pixels)
+        metric = codec.distortion(self.distortion, x_hat, self.x, self.mask, self.num_pixels,
+                                  self.geometries)
+        return codec.rd_loss(metric, bits, self.lmbda, self.num_pixels, self.distortion)
 
     @property
     def fused_rate(self) -> bool:

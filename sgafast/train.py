@@ -20,7 +20,10 @@ from . import families, models
 from .errors import SgafastError
 from .images import list_images, read_image
 from .io import atomic_torch_save
+from .metrics import MS_SSIM_MIN_SIDE
 from .progress import on_terminal, say
+
+DB_LABELS = {"mse": "psnr", "ms-ssim": "ms-ssim-db"}  # the quality shown while training
 
 
 @dataclasses.dataclass
@@ -28,6 +31,7 @@ class TrainConfig:
     """Hyper-parameters of one training run."""
 
     lmbda: float = 0.0067
+    distortion: str = "mse"  # what lambda weighs: 255^2 * MSE, or 1 - MS-SSIM (ms-ssim)
     arch: str = "mbt2018-mean"
     n: int = 64
     m: int = 96
@@ -87,13 +91,16 @@ def _optimizers(net: torch.nn.Module, cfg: TrainConfig):
     return torch.optim.Adam(main, lr=cfg.lr), torch.optim.Adam(aux, lr=cfg.aux_lr)
 
 
-def rd_loss(net: torch.nn.Module, x: torch.Tensor, lmbda: float) -> tuple[torch.Tensor, dict]:
-    """CompressAI's training loss: lambda * 255^2 * MSE + bpp of the noisy latents."""
-    out = net(x)
-    num_pixels = x.shape[0] * x.shape[2] * x.shape[3]
-    bpp = sum(l.log2().sum() for l in out["likelihoods"].values()) / -num_pixels
-    mse = torch.mean((out["x_hat"] - x) ** 2)
-    return lmbda * 255**2 * mse + bpp, {"bpp": bpp.detach().item(), "mse": mse.detach().item()}
+def rd_loss(net: torch.nn.Module, x: torch.Tensor, lmbda: float,
+            distortion: str = "mse") -> tuple[torch.Tensor, dict]:
+    """CompressAI's training loss (its ``RateDistortionLoss``) of the noisy latents:
+    lambda * 255^2 * MSE + bpp, or lambda * (1 - MS-SSIM) + bpp; and the quality in dB."""
+    from compressai.losses import RateDistortionLoss
+
+    out = RateDistortionLoss(lmbda, metric=distortion)(net(x), x)
+    error = out["mse_loss"] if distortion == "mse" else 1 - out["ms_ssim_loss"]
+    db = -10 * math.log10(max(error.detach().item(), 1e-10))
+    return out["loss"], {"bpp": out["bpp_loss"].detach().item(), "db": db}
 
 
 def example_groups(m: int) -> list[int]:
@@ -121,6 +128,13 @@ def check_groups(cfg: TrainConfig) -> None:
                            f"{sum(cfg.groups)}, not --M {cfg.m}; e.g. --groups {example}")
 
 
+def check_crop(cfg: TrainConfig) -> None:
+    """Refuse crops too small for MS-SSIM's five scales when it is the distortion."""
+    if cfg.distortion == "ms-ssim" and cfg.crop < MS_SSIM_MIN_SIDE:
+        raise SgafastError(f"--crop {cfg.crop}: MS-SSIM's five scales need crops of at least "
+                           f"{MS_SSIM_MIN_SIDE} pixels; give --crop 192 or more")
+
+
 def initial_network(cfg: TrainConfig) -> torch.nn.Module:
     """A fresh network of ``cfg.arch``; with ``cfg.init``, every layer whose name and shape
     match starts from that model (all of them for the same architecture and sizes)."""
@@ -143,6 +157,7 @@ def train(image_dir: str | os.PathLike, output: str | os.PathLike, cfg: TrainCon
           resume: bool = False) -> int:
     """Train a model and write it to ``output`` (fp16 parameters, model format of models.py);
     the number of steps skipped because their loss or gradient was not finite."""
+    check_crop(cfg)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     net = initial_network(cfg).train()
@@ -166,8 +181,8 @@ def train(image_dir: str | os.PathLike, output: str | os.PathLike, cfg: TrainCon
                            "aux_opt": aux_opt.state_dict(), "generator": generator.get_state(),
                            "torch_rng": torch.get_rng_state(), "step": step,
                            "config": dataclasses.asdict(cfg)}, resume_file)
-        models.save(output, net, lmbda=cfg.lmbda, extra={"training": {
-            "steps": step, "crop": cfg.crop, "batch_size": cfg.batch_size,
+        models.save(output, net, lmbda=cfg.lmbda, distortion=cfg.distortion, extra={
+            "training": {"steps": step, "crop": cfg.crop, "batch_size": cfg.batch_size,
             "data": str(image_dir), "init": cfg.init}})
 
     drop_at = math.floor(0.8 * cfg.steps)
@@ -179,7 +194,7 @@ def train(image_dir: str | os.PathLike, output: str | os.PathLike, cfg: TrainCon
             group["lr"] = cfg.lr if step < drop_at else cfg.lr_final
         x = sampler.batch(cfg.batch_size)
         opt.zero_grad()
-        loss, parts = rd_loss(net, x, cfg.lmbda)
+        loss, parts = rd_loss(net, x, cfg.lmbda, cfg.distortion)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
         if torch.isfinite(loss) and torch.isfinite(norm):
@@ -190,7 +205,7 @@ def train(image_dir: str | os.PathLike, output: str | os.PathLike, cfg: TrainCon
         net.aux_loss().backward()
         aux_opt.step()
         shown = {"loss": f"{loss.item():.3f}", "bpp": f"{parts['bpp']:.3f}",
-                 "psnr": f"{-10 * math.log10(max(parts['mse'], 1e-10)):.2f}",
+                 DB_LABELS[cfg.distortion]: f"{parts['db']:.2f}",
                  "skipped": skipped}
         bar.set_postfix(shown)
         if (step + 1) % cfg.save_every == 0:

@@ -57,9 +57,9 @@ def test_bad_training_inputs(tmp_path):
 def test_a_non_finite_batch_is_skipped(tmp_path, monkeypatch):
     real_loss, calls = train.rd_loss, {"n": 0}
 
-    def inf_on_second_step(net, x, lmbda):
+    def inf_on_second_step(net, x, lmbda, distortion):
         calls["n"] += 1
-        loss, parts = real_loss(net, x, lmbda)
+        loss, parts = real_loss(net, x, lmbda, distortion)
         return (loss * float("inf") if calls["n"] == 2 else loss), parts
 
     monkeypatch.setattr(train, "rd_loss", inf_on_second_step)
