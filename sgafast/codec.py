@@ -62,8 +62,9 @@ def rd_loss(metric: torch.Tensor, bits: torch.Tensor, lmbda: float, num_pixels,
     """The R-D loss per image: lambda * 255^2 * MSE + bits / pixels (the paper's), or, for
     ``kind`` ms-ssim, lambda * (1 - MS-SSIM) + bits / pixels (CompressAI's MS-SSIM training
     loss); ``metric``: the MSE or the MS-SSIM; ``num_pixels``: a number, or one per image."""
-    weighted = 1 - metric if kind == "ms-ssim" else 255**2 * metric
-    return lmbda * weighted + bits / num_pixels
+    if kind == "ms-ssim":
+        return lmbda * (1 - metric) + bits / num_pixels
+    return lmbda * 255**2 * metric + bits / num_pixels  # this order: the paper's bits
 
 
 def hard_rd(family: Family, canvas: Canvas, latents, lmbda: float,

@@ -280,9 +280,8 @@ class Refinement:
         with record_function("backward"):
             loss.sum().backward()
         with record_function("optimiser"):
-            if self.cfg.schedule.kind != "paper":
-                self.opt.param_groups[0]["lr"] = self.cfg.schedule.learning_rate(
-                    self.done, self.cfg.iters, self.cfg.lr)
+            self.opt.param_groups[0]["lr"] = self.cfg.schedule.learning_rate(
+                self.done, self.cfg.iters, self.cfg.lr)
             self.opt.step()
         self.t.add_(1)
         self.done += 1

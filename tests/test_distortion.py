@@ -147,3 +147,10 @@ def test_bd_tables_of_ms_ssim_runs_are_in_ms_ssim_db():
     assert evaluate.run_distortion(records) == "ms-ssim"
     records["none"]["q"].append({"distortion": "mse"})
     assert evaluate.run_distortion(records) == "mse"
+
+
+def test_mse_loss_keeps_the_papers_arithmetic():
+    """lambda * 255^2 * MSE + bpp in this order: the paper schedule's bitstreams stay as before."""
+    mse, bits = torch.rand(64, dtype=torch.float32) * 1e-2, torch.rand(64) * 1e5
+    expected = 0.0067 * 255**2 * mse + bits / 65536
+    assert torch.equal(codec.rd_loss(mse, bits, 0.0067, 65536), expected)
