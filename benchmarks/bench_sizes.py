@@ -1,6 +1,7 @@
-"""A dataset of 24 image sizes refined two ways, each in a fresh process with an empty Inductor
-cache: compiled (one graph per padded size and batch size, up to dynamo's recompile limit, the
-eager step beyond, said once) and ``--no-compile``.
+"""A dataset of 24 image sizes refined three ways, each in a fresh process with an empty Inductor
+cache: the default (the step compiled only for the padded sizes and batch sizes whose work pays
+back the warm-up), ``--compile`` (one graph per padded size and batch size, up to dynamo's
+recompile limit, the eager step beyond, said once) and ``--no-compile``.
 
     python benchmarks/bench_sizes.py --kodak DIR --iters 200 --out benchmarks/results/sizes
 
@@ -29,7 +30,7 @@ from PIL import Image
 
 from sgafast.images import Geometry, read_image, write_png
 
-ARMS = {"compile": ["--compile"], "no-compile": ["--no-compile"]}
+ARMS = {"default": [], "compile": ["--compile"], "no-compile": ["--no-compile"]}
 COUNT = 24
 
 

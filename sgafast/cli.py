@@ -87,7 +87,7 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
     """
     from .ops.rounding import DEFAULT_A, Rounding
     from .ops.schedule import TAU_RATE
-    from .refine import COMPILE_FROM_ITERS, STOP_POINTS, RefineConfig
+    from .refine import COMPILE_FROM_ITERS, CPU_COMPILE_FROM_WORK, STOP_POINTS, RefineConfig
 
     run, rounding = RefineConfig(), Rounding()
     unset = argparse.SUPPRESS
@@ -131,7 +131,9 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
                    help="rounding kernels: auto (fused on CUDA), torch or triton (default auto)")
     p.add_argument("--compile", default=unset, action=argparse.BooleanOptionalAction,
                    help="compile the step with torch.compile (a CUDA graph on CUDA); default: "
-                   f"for runs of {COMPILE_FROM_ITERS} iterations or more")
+                   "where it pays: on the CPU for a padded size and batch size whose images "
+                   f"share {CPU_COMPILE_FROM_WORK:.2g} pixel-iterations or more, on CUDA for "
+                   f"runs of {COMPILE_FROM_ITERS} iterations or more")
     p.add_argument("--precision", default=unset, choices=PRECISIONS,
                    help="arithmetic of the transforms during refinement (default fp32; tf32 "
                    "and bf16 are faster on GPUs; rounding and rates stay fp32)")

@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -352,14 +352,25 @@ class _Writer:
         return records, failures
 
 
-def _refine(model, loaded: list[LoadedImage], cfg: RefineConfig, device,
-            progress: bool) -> tuple[list, list[LoadedImage]]:
+def _shared_work(batches: list[tuple[tuple[int, int], list[Item]]],
+                 iters: int) -> Counter[tuple[tuple[int, int], int], int]:
+    """The pixel-iterations of the run per compiled step: per (padded size, batch size)."""
+    work = Counter()
+    for (height, width), batch in batches:
+        work[(height, width), len(batch)] += len(batch) * height * width * iters
+    return work
+
+
+def _refine(model, loaded: list[LoadedImage], cfg: RefineConfig, device, progress: bool,
+            shared_work: int | None = None) -> tuple[list, list[LoadedImage]]:
     """([(entries, canvas, results)], entries too large even alone): a batch that runs out of
-    memory is retried image by image; ``progress``: a bar over its iterations."""
+    memory is retried image by image; ``progress``: a bar over its iterations;
+    ``shared_work``: see ``refine.Refinement``."""
     try:
         canvas = Canvas.of([e.image for e in loaded]).to(device)
-        return [(loaded, canvas, refine_batch(model, canvas, [e.item.stem for e in loaded], cfg,
-                                              progress))], []
+        identities = [e.item.stem for e in loaded]
+        return [(loaded, canvas, refine_batch(model, canvas, identities, cfg, progress,
+                                              shared_work))], []
     except torch.OutOfMemoryError:
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -419,8 +430,9 @@ def refine_items(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineC
     records, todo = pending(items, outdir, model, cfg, overwrite)
     device = next(model.net.parameters()).device
     groups, unreadable = _probe(todo, distortion_of(model, cfg))
-    batches = [group[i:i + batch_size] for group in groups.values()
+    batches = [(size, group[i:i + batch_size]) for size, group in groups.items()
                for i in range(0, len(group), batch_size)]
+    shared_work = _shared_work(batches, cfg.iters)
     if progress and items:
         say(label + _starting(outdir, cfg, len(todo), len(items)))
     shown = Progress(len(todo) + len(refused), f"{label}refine [{cfg.method}]", show=progress,
@@ -430,19 +442,20 @@ def refine_items(items: list[Item], outdir: Path, model: BaseModel, cfg: RefineC
     failures += [writer.fail(item, reason) for item, reason in unreadable]
     busy = 0.0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgafast-read") as reader:
-        upcoming = [reader.submit(_load, batch) for batch in batches[:1]]
+        upcoming = [reader.submit(_load, batch) for _, batch in batches[:1]]
         try:
-            for k in range(len(batches)):
+            for k, (size, batch) in enumerate(batches):
                 loaded, unread = upcoming[k].result()
                 if k + 1 < len(batches):
-                    upcoming.append(reader.submit(_load, batches[k + 1]))
+                    upcoming.append(reader.submit(_load, batches[k + 1][1]))
                 failures += [writer.fail(item, reason) for item, reason in unread]
                 if not loaded:
                     continue
                 if progress and _pixels(loaded) >= LARGE_PIXELS:
                     say(label + _cost(loaded, activation_bytes_per_pixel(model.net)))
                 tick = time.perf_counter()
-                parts, too_large = _refine(model, loaded, cfg, device, shown.bar_shown)
+                parts, too_large = _refine(model, loaded, cfg, device, shown.bar_shown,
+                                           shared_work[size, len(batch)])
                 failures += [writer.fail(entry.item, "out of memory even alone; use a device "
                                          "with more memory, or downscale or tile the image")
                              for entry in too_large]

@@ -30,7 +30,11 @@ from .precision import check_precision, tensor_cores
 
 NO_REFINEMENT = "none"
 STOP_POINTS = 2  # stop_below looks this many tracking points back
-COMPILE_FROM_ITERS = 500  # compile="auto": shorter runs do not pay back the compile warm-up
+COMPILE_FROM_ITERS = 500  # compile=None on CUDA: shorter runs do not pay back the warm-up
+# compile=None on the CPU: the padded pixel-iterations that will share one compiled step (one
+# padded size and batch size) for its warm-up to pay back; from benchmarks/results/sizes (2-core
+# build machine): 29 s per compilation against 811 - 634 ms saved per iteration and megapixel
+CPU_COMPILE_FROM_WORK = 160_000_000
 LATENT_LIMIT = 2.0**24  # beyond, a latent's rounding is inexact in fp32: diverged, not coded
 
 
@@ -54,8 +58,9 @@ class RefineConfig:
     # tracking points stops there (None: every image runs all iters)
     stop_below: float | None = None
     backend: str = "auto"
-    compile: bool | None = None  # None: compile runs of COMPILE_FROM_ITERS iterations or more
-    # of a model whose family compiles (see Family.compiles)
+    # None: compile where it pays (see compiles) for a model whose family compiles
+    # (see Family.compiles)
+    compile: bool | None = None
     precision: str = "fp32"  # of the transforms: fp32, tf32 or bf16 (see sgafast.precision)
 
     @classmethod
@@ -124,9 +129,15 @@ class RefineConfig:
     def refines(self) -> bool:
         return self.rounding is not None and self.iters > 0
 
-    def compiles(self, family) -> bool:
+    def compiles(self, family, work: int, device: torch.device) -> bool:
+        """Whether a batch compiles its step: as told, or by default where the warm-up pays
+        back: on the CPU when ``work`` (the pixel-iterations of the run that will share this
+        batch's compiled step) reaches CPU_COMPILE_FROM_WORK, elsewhere for runs of
+        COMPILE_FROM_ITERS iterations or more."""
         if self.compile is not None:
             return self.compile
+        if device.type == "cpu":
+            return family.compiles and work >= CPU_COMPILE_FROM_WORK
         return family.compiles and self.iters >= COMPILE_FROM_ITERS
 
 
@@ -227,9 +238,13 @@ class Refinement:
     ``advance(k)`` runs k more iterations (tracking the true loss at multiples of
     ``track_every``); ``results()`` finishes. The benchmarks time ``advance`` in slices.
     ``images``: a (B, 3, H, W) batch, or a list of images that share a padded size.
+    ``shared_work``: the pixel-iterations of the run that will share this batch's compiled
+    step (batches of its padded size and batch size; default: its own), which decide whether
+    the default compiles (``RefineConfig.compiles``).
     """
 
-    def __init__(self, model: BaseModel, images, identities: list[str], cfg: RefineConfig):
+    def __init__(self, model: BaseModel, images, identities: list[str], cfg: RefineConfig,
+                 shared_work: int | None = None):
         self.start = time.perf_counter()
         self.canvas = images if isinstance(images, Canvas) else Canvas.of(images)
         x = self.canvas.x
@@ -254,7 +269,8 @@ class Refinement:
                 self.family, x, self.canvas.mask, self.canvas.num_pixels, seeds, cfg.rounding,
                 cfg.tau_max, cfg.tau_rate, self.lmbda, cfg.backend, cfg.precision,
                 cfg.schedule, cfg.iters, self.distortion, self.canvas.geometries)
-            self.compiled = cfg.compiles(self.family)
+            work = shared_work or self.batch * x.shape[-2] * x.shape[-1] * cfg.iters
+            self.compiled = cfg.compiles(self.family, work, x.device)
             self.relaxed_loss = (step.compiled(self.problem) if self.compiled
                                  else self.problem.relaxed_loss)
             self.graphed = self.compiled and x.is_cuda
@@ -383,11 +399,12 @@ def frozen(net: torch.nn.Module):
 
 
 def refine_batch(model: BaseModel, images, identities: list[str], cfg: RefineConfig,
-                 progress: bool = False) -> list[Refined]:
+                 progress: bool = False, shared_work: int | None = None) -> list[Refined]:
     """Refine a batch of images in [0, 1], a (B, 3, H, W) tensor or a list of images of sizes
-    that share a padded size (``images.Canvas``); one result per image."""
+    that share a padded size (``images.Canvas``); one result per image. ``shared_work``: see
+    :class:`Refinement`."""
     with frozen(model.net), torch.enable_grad():  # whatever the caller's mode
-        run = Refinement(model, images, identities, cfg)
+        run = Refinement(model, images, identities, cfg, shared_work)
         with tqdm(total=len(run.relaxed), desc=f"  {len(identities)} image(s)", leave=False,
                   disable=not progress, dynamic_ncols=True) as bar:
             run.advance(len(run.relaxed), bar)

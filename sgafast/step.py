@@ -131,9 +131,8 @@ def compiled(problem: StepProblem):
     The graph has static shapes: one per padded image size and batch size (images of different
     sizes that share a padded size share it), cached by dynamo across batches, at most
     ``recompile_limit`` of them; the driver runs the eager step beyond (see refine). Dynamic
-    shapes do not give one graph for all sizes with PyTorch 2.14 on the CPU: Inductor's
-    convolution backward and the fake convolution's memory-format check specialise the spatial
-    sizes (README, "Many image sizes").
+    shapes do not give one graph for all sizes with PyTorch 2.14 (docs/running.md, "Many image
+    sizes"): the backward's compilation specialises the spatial sizes.
     """
     mode = "reduce-overhead" if problem.x.is_cuda else None
     return torch.compile(problem.relaxed_loss, mode=mode, dynamic=False)

@@ -293,7 +293,7 @@ def test_a_masked_convolution_still_masks():
 def test_a_compiled_raster_step_gives_the_eager_result(tiny, kodak_crops):
     """Raster AR models compile by default (their masked convolutions no longer write)."""
     model = tiny["mbt2018"]
-    assert RefineConfig(iters=500).compiles(model.family)
+    assert RefineConfig(iters=500).compiles(model.family, 10**9, torch.device("cpu"))
     x = kodak_crops[:1, :, :H, :W]
     eager, compiled = (refine_batch(model, x, ["a"], RefineConfig(iters=6, track_every=3,
                                                                   compile=flag))[0]

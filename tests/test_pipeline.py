@@ -260,11 +260,11 @@ def test_an_out_of_memory_batch_is_retried_image_by_image(tmp_path, monkeypatch)
     real = pipeline.refine_batch
     sizes = []
 
-    def small_device(model, canvas, identities, cfg, progress=False):
+    def small_device(model, canvas, identities, cfg, *options):
         sizes.append(len(identities))
         if len(identities) > 1 or identities == ["q"]:  # q does not fit even alone
             raise torch.OutOfMemoryError("pretend it does not fit")
-        return real(model, canvas, identities, cfg, progress)
+        return real(model, canvas, identities, cfg, *options)
 
     monkeypatch.setattr(pipeline, "refine_batch", small_device)
     crops(tmp_path / "data", ["p.png", "q.png", "r.png"])

@@ -114,3 +114,42 @@ def test_a_failed_compilation_says_so_once_and_runs_the_eager_step(mixed_folder,
     for fell_back, eager in zip(_records(tmp_path / "c"), _records(tmp_path / "e")):
         assert fell_back["history"]["compiled"] is False
         assert fell_back["bin_sha256"] == eager["bin_sha256"]
+
+
+def test_by_default_the_cpu_compiles_a_step_when_the_work_that_shares_it_pays():
+    family = type("Family", (), {"compiles": True})()
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    threshold = refine_module.CPU_COMPILE_FROM_WORK
+    assert RefineConfig(iters=100).compiles(family, threshold, cpu)
+    assert not RefineConfig(iters=5000).compiles(family, threshold - 1, cpu)
+    assert RefineConfig(iters=5000, compile=False).compiles(family, threshold, cpu) is False
+    assert RefineConfig(iters=1, compile=True).compiles(family, 0, cpu) is True
+    # on CUDA (not measured yet) the length of the run decides
+    assert RefineConfig(iters=refine_module.COMPILE_FROM_ITERS).compiles(family, 0, cuda)
+    assert not RefineConfig(iters=refine_module.COMPILE_FROM_ITERS - 1).compiles(
+        family, 10 * threshold, cuda)
+    family.compiles = False
+    assert not RefineConfig(iters=5000).compiles(family, threshold, cpu)
+
+
+@pytest.mark.slow
+def test_the_default_compiles_the_steps_that_enough_images_share(mixed_folder, tmp_path,
+                                                                monkeypatch, capsys):
+    """At batch 2, 256 x 256 gives batches of 2, 2 and 1 and 256 x 320 two of 2. With the
+    threshold above one batch's work but below that of two batches sharing a step, the batches
+    of 2 compile (one graph per padded size) and the batch of 1 runs eagerly, which is not a
+    fall-back (nothing is said)."""
+    iters = 2
+    one_batch = 2 * 256 * 320 * iters  # the larger of the batches of 2
+    monkeypatch.setattr(refine_module, "CPU_COMPILE_FROM_WORK", one_batch + 1)
+    assert 2 * (2 * 256 * 256 * iters) > one_batch + 1
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    out = tmp_path / "out"
+    assert main(["refine", str(mixed_folder), "-o", str(out), "--iters", str(iters),
+                 "--batch-size", "2", "--track-every", "0", "--quiet"]) == 0
+    records = _records(out)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
+    assert sum(r["history"]["compiled"] for r in records) == 8
+    err = capsys.readouterr().err
+    assert "(8 compiled, 1 eager)" in err and "running eagerly" not in err
