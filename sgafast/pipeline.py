@@ -353,7 +353,7 @@ class _Writer:
 
 
 def _shared_work(batches: list[tuple[tuple[int, int], list[Item]]],
-                 iters: int) -> Counter[tuple[tuple[int, int], int], int]:
+                 iters: int) -> Counter[tuple[tuple[int, int], int]]:
     """The pixel-iterations of the run per compiled step: per (padded size, batch size)."""
     work = Counter()
     for (height, width), batch in batches:

@@ -33,7 +33,8 @@ STOP_POINTS = 2  # stop_below looks this many tracking points back
 COMPILE_FROM_ITERS = 500  # compile=None on CUDA: shorter runs do not pay back the warm-up
 # compile=None on the CPU: the padded pixel-iterations that will share one compiled step (one
 # padded size and batch size) for its warm-up to pay back; from benchmarks/results/sizes (2-core
-# build machine): 29 s per compilation against 811 - 634 ms saved per iteration and megapixel
+# build machine, compiled arm on a shared machine): 29 s per compilation against 811 - 634 ms
+# saved per iteration and megapixel
 CPU_COMPILE_FROM_WORK = 160_000_000
 LATENT_LIMIT = 2.0**24  # beyond, a latent's rounding is inexact in fp32: diverged, not coded
 
