@@ -19,7 +19,7 @@ venv: $(STAMP)
 
 demo: venv
 	$(BIN)/sgafast refine sgafast/data/images/*.png -o $(DEMO_OUT) --model default \
-		--method ssl --iters 300 --tau-rate 6.7e-3 --batch-size 2 --track-every 50 --overwrite
+		--method ssl --iters 300 --batch-size 2 --track-every 50 --overwrite
 	$(BIN)/sgafast decode $(DEMO_OUT)/kodim05_center256.bin -o $(DEMO_OUT)/kodim05_center256.decoded.png
 	@echo "outputs in $(DEMO_OUT)/ (per-image .bin and .json; _sgafast/summary.json)"
 

@@ -45,6 +45,7 @@ from torch.profiler import ProfilerActivity, profile
 import sgafast
 from sgafast.images import center_crop, list_images, read_image
 from sgafast.models import ZOO_LAMBDAS, BaseModel
+from sgafast.ops.schedule import PRESETS
 from sgafast.pipeline import refine_files
 from sgafast.refine import RefineConfig, Refinement
 
@@ -55,6 +56,7 @@ COMPONENTS = ("rounding", "hyper-synthesis", "synthesis", "rates", "backward", "
               "tracking")
 TRACK_EVERY = RefineConfig().track_every
 VARIANTS = ("official", "official-notrack", "sgafast-eager", "sgafast", "sgafast-bf16")
+PAPER = PRESETS["paper"]  # the official-style loop's schedule: the same trajectory, timed
 
 
 def cpu_name() -> str:
@@ -108,7 +110,7 @@ class Variant:
             self.runs = [OfficialStyleRun(model, x[i:i + 1], lmbda=model.lmbda, track=track)
                          for i in range(self.batch)]
         else:
-            cfg = RefineConfig(iters=iters, compile=name != "sgafast-eager",
+            cfg = RefineConfig(iters=iters, compile=name != "sgafast-eager", schedule=PAPER,
                                precision="bf16" if name.endswith("bf16") else "fp32")
             self.runs = [Refinement(model, x, [str(i) for i in range(self.batch)], cfg)]
 
@@ -138,7 +140,7 @@ def timed(device, fn) -> float:
 def breakdown(model: BaseModel, x: torch.Tensor, iters: int) -> dict:
     """Seconds per image-iteration by component, from torch.profiler over eager sgafast steps."""
     run = Refinement(model, x, [str(i) for i in range(x.shape[0])],
-                     RefineConfig(iters=iters + 1, compile=False, track_every=0))
+                     RefineConfig(iters=iters + 1, compile=False, track_every=0, schedule=PAPER))
     run.advance(1)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if x.is_cuda else [])
     with profile(activities=activities) as prof:

@@ -33,7 +33,7 @@ import torch
 
 from sgafast import codec, models
 from sgafast.images import center_crop, list_images, read_image
-from sgafast.ops.schedule import parse_schedule
+from sgafast.ops.schedule import PRESETS, parse_schedule
 from sgafast.refine import RefineConfig, Refinement, frozen
 
 PAPER_BUDGET = 2000  # the paper's schedule is tuned for this many iterations
@@ -74,7 +74,8 @@ def run_batches(model, names: list[str], x: torch.Tensor, cfg: RefineConfig, bat
 def model_runs(model, names, x, args) -> dict[str, dict[int, list[dict]]]:
     """{schedule label: {budget: per-image terms}}, and the base under budget 0."""
     budgets = sorted(args.budgets)
-    config = RefineConfig.for_method(args.method, track_every=0, compile=args.compile)
+    config = RefineConfig.for_method(args.method, track_every=0, compile=args.compile,
+                                     schedule=PRESETS["paper"])
     cut = run_batches(model, names, x, config.with_options(iters=max(*budgets, args.reference)),
                       args.batch_size, sorted({0, *budgets, args.reference}))
     runs = {"base": {0: cut.pop(0)}, CUT: cut, SCALED: {}}

@@ -86,7 +86,7 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
     ``RefineConfig``'s default, which the help text quotes.
     """
     from .ops.rounding import DEFAULT_A, Rounding
-    from .ops.schedule import TAU_RATE
+    from .ops.schedule import PAPER_LR, TAU_RATE
     from .refine import COMPILE_FROM_ITERS, CPU_COMPILE_FROM_WORK, STOP_POINTS, RefineConfig
 
     run, rounding = RefineConfig(), Rounding()
@@ -102,17 +102,19 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
                    help=f"three-class n (default {rounding.n})")
     p.add_argument("--iters", type=COUNT, default=unset, help=f"iterations (default {run.iters})")
     p.add_argument("--schedule", type=schedule, default=unset, metavar="SCHEDULE",
-                   help="how tau and the learning rate move over the run: paper (docs/method.md "
-                   "§4, whatever --iters), budget (spread over --iters), or either with fields "
-                   f"changed, e.g. budget:tau_end=0.02 (default {run.schedule.describe()})")
+                   help="how tau and the learning rate move over the run: budget (spread over "
+                   "--iters), paper (docs/method.md §4, whatever --iters), or either with fields "
+                   f"changed, e.g. budget:tau_end=0.02 (default {run.schedule.describe()}; paper "
+                   "where --tau-rate is given)")
     p.add_argument("--lr", type=POSITIVE, default=unset,
                    help=f"Adam's (peak) learning rate (default: the schedule's, {run.lr} for "
-                   f"{run.schedule.describe()})")
+                   f"{run.schedule.describe()}, {PAPER_LR} for paper)")
     p.add_argument("--tau-max", type=POSITIVE, default=unset,
                    help="temperature cap (default 0.5 for atanh, 1.0 otherwise)")
     p.add_argument("--tau-rate", type=NON_NEGATIVE, default=unset,
-                   help=f"the paper schedule's temperature decay rate c in exp(-c t) (default "
-                   f"{TAU_RATE}; 0 keeps tau at --tau-max)")
+                   help=f"the paper schedule's temperature decay rate c in exp(-c t); giving it "
+                   f"chooses the paper schedule (default {TAU_RATE} there; 0 keeps tau at "
+                   "--tau-max)")
     p.add_argument("--lmbda", type=POSITIVE, default=unset,
                    help="R-D trade-off (default: the base model's training lambda, where it "
                    "weighs the same distortion)")

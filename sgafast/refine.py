@@ -25,17 +25,17 @@ from .errors import SgafastError
 from .images import Canvas, Geometry
 from .models import BaseModel, as_model, check_coder_ready
 from .ops.rounding import BACKENDS, Rounding
-from .ops.schedule import PRESETS, TAU_RATE, Schedule, default_tau_max
+from .ops.schedule import DEFAULT_SCHEDULE, PRESETS, TAU_RATE, Schedule, default_tau_max
 from .precision import check_precision, tensor_cores
 
 NO_REFINEMENT = "none"
 STOP_POINTS = 2  # stop_below looks this many tracking points back
 COMPILE_FROM_ITERS = 500  # compile=None on CUDA: shorter runs do not pay back the warm-up
 # compile=None on the CPU: the padded pixel-iterations that will share one compiled step (one
-# padded size and batch size) for its warm-up to pay back; from benchmarks/results/sizes (2-core
-# build machine, compiled arm on a shared machine): 29 s per compilation against 811 - 634 ms
-# saved per iteration and megapixel
-CPU_COMPILE_FROM_WORK = 160_000_000
+# padded size and batch size) for its warm-up to pay back; from benchmarks/results/sizes
+# (2026-12-06-cpu.md, idle 2-core build machine): 261 s / 8 = 32.6 s per compilation against
+# 895 - 574 = 321 ms saved per iteration and megapixel
+CPU_COMPILE_FROM_WORK = 100_000_000
 LATENT_LIMIT = 2.0**24  # beyond, a latent's rounding is inexact in fp32: diverged, not coded
 
 
@@ -47,7 +47,8 @@ class RefineConfig:
     rounding: Rounding | None = Rounding()
     iters: int = 2000
     lr: float | None = None  # None: the schedule's (peak) learning rate
-    schedule: Schedule = PRESETS["paper"]
+    # None: DEFAULT_SCHEDULE, or the paper's where tau_rate (a paper-schedule setting) is given
+    schedule: Schedule | None = None
     tau_max: float | None = None  # None: the method's default (docs/method.md §4), resolved here
     tau_rate: float | None = None  # the paper schedule's decay rate (None: TAU_RATE)
     lmbda: float | None = None  # None: the base model's training lambda
@@ -90,6 +91,9 @@ class RefineConfig:
         if self.tau_rate is not None and not (math.isfinite(self.tau_rate)
                                               and self.tau_rate >= 0):
             raise SgafastError(f"tau_rate must be a finite number >= 0, got {self.tau_rate}")
+        if self.schedule is None:
+            object.__setattr__(self, "schedule", PRESETS[
+                "paper" if self.tau_rate is not None else DEFAULT_SCHEDULE])
         if self.schedule.kind == "paper" and self.tau_rate is None:
             object.__setattr__(self, "tau_rate", TAU_RATE)
         if self.schedule.kind != "paper" and self.tau_rate is not None:
@@ -108,6 +112,9 @@ class RefineConfig:
         """This config with run options and rounding options (method, classes, a, ...) replaced."""
         rounding_fields = {f.name for f in dataclasses.fields(Rounding)}
         rounding = {k: options.pop(k) for k in list(options) if k in rounding_fields}
+        if (options.get("tau_rate") is not None and "schedule" not in options
+                and self.schedule == PRESETS[DEFAULT_SCHEDULE]):
+            options["schedule"] = None  # a tau_rate asks for the paper schedule (see schedule)
         for name in ("lr", "tau_rate"):  # their defaults depend on the schedule
             if "schedule" in options and name not in options:
                 options[name] = None

@@ -13,6 +13,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 BUNDLED_IMAGES = Path(__file__).resolve().parents[1] / "sgafast" / "data" / "images"
+BUNDLED = sorted(BUNDLED_IMAGES.glob("*.png"))  # the two bundled 256² Kodak crops
 
 
 @pytest.fixture(scope="session")
@@ -27,5 +28,4 @@ def kodak_crops():
     """Two real 64x64 Kodak crops (from the bundled images), as a (2, 3, 64, 64) batch."""
     from sgafast.images import read_image
 
-    paths = sorted(BUNDLED_IMAGES.glob("*.png"))
-    return torch.stack([read_image(p)[:, 96:160, 96:160] for p in paths])
+    return torch.stack([read_image(p)[:, 96:160, 96:160] for p in BUNDLED])

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -13,8 +12,8 @@ import sgafast
 from sgafast.cli import main
 from sgafast.images import read_image
 from sgafast.metrics import psnr
+from conftest import BUNDLED
 
-BUNDLED = sorted((Path(__file__).resolve().parents[1] / "sgafast" / "data" / "images").glob("*.png"))
 RECORD_KEYS = {"source", "model", "method", "iterations", "lmbda", "bpp", "bpp_likelihood", "psnr",
                "ms_ssim", "rd_loss", "seconds", "base"}
 

@@ -21,10 +21,10 @@ FAST = dict(iters=120, tau_rate=2e-2, track_every=40)
 @pytest.fixture(scope="module")
 def crop192():
     """A real 192x192 Kodak crop (MS-SSIM's five scales need sides of 161 or more)."""
-    from conftest import BUNDLED_IMAGES
+    from conftest import BUNDLED
     from sgafast.images import read_image
 
-    return read_image(sorted(BUNDLED_IMAGES.glob("*.png"))[0])[None, :, 32:224, 32:224]
+    return read_image(BUNDLED[0])[None, :, 32:224, 32:224]
 
 
 def test_relaxed_loss_is_compressais_ms_ssim_loss(default_model, crop192):

@@ -12,8 +12,8 @@ from sgafast import models
 from sgafast.cli import main
 from sgafast.errors import SgafastError
 from sgafast.evaluate import MethodSpec, parse_methods
+from conftest import BUNDLED
 
-BUNDLED = sorted((Path(__file__).resolve().parents[1] / "sgafast" / "data" / "images").glob("*.png"))
 
 
 def finer_quantisation(net, s):

@@ -15,9 +15,8 @@ from PIL import Image
 
 from sgafast.cli import main
 from sgafast.inputs import collect
+from conftest import BUNDLED
 
-BUNDLED = sorted((Path(__file__).resolve().parents[1] / "sgafast" / "data" / "images")
-                 .glob("*.png"))
 FAST = ["--iters", "3", "--track-every", "0", "--quiet", "--no-compile"]
 
 

@@ -4,7 +4,7 @@ decompress(), judged by CompressAI's own evaluation, and otherwise the wrapped m
 import pytest
 import torch
 from compressai.utils.eval_model.__main__ import inference
-from conftest import BUNDLED_IMAGES
+from conftest import BUNDLED
 from test_families import ARCHS, DIMS, amplify
 from torch import nn
 
@@ -40,7 +40,7 @@ def nets():
 @pytest.fixture(scope="module")
 def image192():
     """A real 192x192 image: CompressAI's evaluation takes MS-SSIM, which needs over 160."""
-    return read_image(sorted(BUNDLED_IMAGES.glob("*.png"))[0])[:, 32:224, 32:224]
+    return read_image(BUNDLED[0])[:, 32:224, 32:224]
 
 
 def rd_loss(metrics: dict) -> float:

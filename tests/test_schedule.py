@@ -1,13 +1,18 @@
 """Temperature and learning-rate schedules: the paper's (docs/method.md §4) and the budget's."""
 
+import json
 import math
 import re
 
 import pytest
 import torch
 
-from sgafast import temperature
-from sgafast.ops.schedule import TAU_MAX, Schedule, parse_schedule
+from sgafast import RefineConfig, temperature
+from sgafast.cli import main
+from sgafast.errors import SgafastError
+from sgafast.ops.schedule import TAU_MAX, TAU_RATE, Schedule, parse_schedule
+from conftest import BUNDLED
+
 
 
 def test_sga_plus_schedule_starts_at_one_and_decays():
@@ -97,3 +102,38 @@ def test_schedules_read_back_as_written():
 def test_bad_schedules_are_refused(text, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         parse_schedule(text)
+
+
+def test_the_default_is_the_budget_schedule_and_a_tau_rate_chooses_the_papers():
+    """The budget preset unless told; --tau-rate (a paper-schedule setting) alone means paper."""
+    budget, paper = parse_schedule("budget"), parse_schedule("paper")
+    default = RefineConfig()
+    assert default.schedule == budget and default.lr == budget.lr == 2e-2
+    assert default.tau_rate is None
+    for cfg in (RefineConfig(tau_rate=3e-3), default.with_options(tau_rate=3e-3),
+                RefineConfig.for_method("linear", tau_rate=3e-3)):
+        assert cfg.schedule == paper and cfg.tau_rate == 3e-3 and cfg.lr == 5e-3
+    assert RefineConfig(schedule=paper) == RefineConfig(tau_rate=TAU_RATE)
+    with pytest.raises(SgafastError, match="tau_rate"):
+        RefineConfig(schedule=budget, tau_rate=3e-3)
+    with pytest.raises(SgafastError, match="tau_rate"):
+        default.with_options(schedule=budget, tau_rate=3e-3)
+
+
+def test_the_command_line_says_which_schedule_it_runs(tmp_path, capsys):
+    """The record states the schedule: budget by default, paper under --tau-rate; --schedule
+    paper and --tau-rate 1e-3 run the same trajectory to the bit."""
+    image = str(BUNDLED[0])
+    runs = {"default": [], "paper": ["--schedule", "paper"], "rate": ["--tau-rate", "1e-3"]}
+    for name, options in runs.items():
+        assert main(["refine", image, "-o", str(tmp_path / name), "--iters", "6",
+                     "--track-every", "0", "--quiet", *options]) == 0
+    record = {name: json.loads(next((tmp_path / name).glob("*.json")).read_text())
+              for name in runs}
+    bits = {name: next((tmp_path / name).glob("*.bin")).read_bytes() for name in runs}
+    assert record["default"]["schedule"] == "budget"
+    assert record["paper"]["schedule"] == record["rate"]["schedule"] == "paper"
+    assert bits["paper"] == bits["rate"]
+    assert main(["refine", image, "-o", str(tmp_path / "both"), "--schedule", "budget",
+                 "--tau-rate", "1e-3", "--iters", "1"]) == 2
+    assert "tau_rate" in capsys.readouterr().err

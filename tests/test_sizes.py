@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch._dynamo.utils
 
-from conftest import BUNDLED_IMAGES
+from conftest import BUNDLED
 from sgafast.cli import main
 from sgafast.errors import SgafastError
 from sgafast.images import Canvas, Geometry, read_image, write_png
@@ -26,7 +26,7 @@ def mixed_folder(tmp_path_factory):
     """Crops of a 512 x 512 mirror tiling of the bundled images at every size of SIZES."""
     folder = tmp_path_factory.mktemp("mixed")
     for i, (h, w) in enumerate(SIZES):
-        image = read_image(sorted(BUNDLED_IMAGES.glob("*.png"))[i % 2])
+        image = read_image(BUNDLED[i % 2])
         wide = torch.cat([image, image.flip(-1)], -1)
         tiled = torch.cat([wide, wide.flip(-2)], -2)
         write_png(folder / f"{i:02d}_{h}x{w}.png", tiled[:, 9 * i:9 * i + h, :w])
