@@ -14,7 +14,8 @@ entry (``sgafast.ops.schedule.parse_schedule``) at every budget. The gain of an 
 that gain over the gain of the paper's schedule at the largest budget (per image, then averaged).
 With four or more models, the BD-rate against the base (bpp of the hard latents under the
 entropy models, PSNR of their float reconstruction) is reported too. Writes ``results.json``
-and ``results.md`` in ``--out``.
+and ``results.md`` in ``--out``; ``--merge`` makes one table of several such runs (e.g. one
+process per model on the same images).
 """
 
 from __future__ import annotations
@@ -144,9 +145,52 @@ def markdown(rows: list[dict], header: str, reference: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measure(args) -> tuple[dict, dict]:
+    """Refine ``args.images`` with every model and schedule: the run's meta and per-image terms
+    ({model: {schedule label: {budget: terms}}})."""
+    names, x = load_crops(args.images, args.crop, args.limit)
+    start = time.perf_counter()
+    results = {}
+    for name in args.models.split(","):
+        model = models.load(name, "cpu")
+        results[name] = {label: {str(b): terms for b, terms in runs.items()}
+                         for label, runs in model_runs(model, names, x, args).items()}
+    meta = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or
+            platform.machine(), "torch": torch.__version__, "images": names,
+            "crop": args.crop, "models": args.models, "method": args.method,
+            "schedules": args.schedules, "budgets": args.budgets, "reference": args.reference,
+            "compile": args.compile, "seconds": time.perf_counter() - start}
+    return meta, results
+
+
+def merge(paths: list[Path]) -> tuple[dict, dict]:
+    """Several runs' results.json (e.g. one process per model, same images) as one run."""
+    runs = [json.loads(path.read_text()) for path in paths]
+    meta = dict(runs[0]["meta"], models=",".join(r["meta"]["models"] for r in runs),
+                seconds=sum(r["meta"]["seconds"] for r in runs), merged=[str(p) for p in paths])
+    if any(r["meta"]["images"] != meta["images"] for r in runs):
+        raise SystemExit("budget.py --merge: the runs refined different images")
+    return meta, {model: terms for r in runs for model, terms in r["per_image"].items()}
+
+
+def write(out: Path, meta: dict, results: dict) -> None:
+    """results.json and results.md (the table of :func:`table`) in ``out``."""
+    reference = meta.get("reference", PAPER_BUDGET)
+    rows = table({m: {label: {int(b): t for b, t in runs.items()} for label, runs in r.items()}
+                  for m, r in results.items()}, sorted({*meta["budgets"], reference}), reference)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(
+        {"meta": meta, "rows": rows, "per_image": results}, indent=1))
+    header = (f"{len(meta['images'])} images ({meta['crop']}² centre crops), models "
+              f"{meta['models']}, {meta['method']}; gain: true R-D loss against the base codec, "
+              "mean over images and models")
+    (out / "results.md").write_text(markdown(rows, header, reference))
+    print(markdown(rows, header, reference))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("images", nargs="*", help="image files or folders")
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--limit", type=int, default=None, help="the first N images only")
     p.add_argument("--models", default="q3,q5")
@@ -159,31 +203,13 @@ def main() -> None:
                    default=["budget"], help="';'-separated schedules (parse_schedule)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--merge", type=Path, nargs="+", metavar="RESULTS_JSON",
+                   help="refine nothing: one table from these runs' results.json")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
-    names, x = load_crops(args.images, args.crop, args.limit)
-    start = time.perf_counter()
-    results = {}
-    for name in args.models.split(","):
-        model = models.load(name, "cpu")
-        results[name] = {label: {str(b): terms for b, terms in runs.items()}
-                         for label, runs in model_runs(model, names, x, args).items()}
-    rows = table({m: {label: {int(b): t for b, t in runs.items()} for label, runs in r.items()}
-                  for m, r in results.items()}, sorted({*args.budgets, args.reference}),
-                 args.reference)
-    args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or
-            platform.machine(), "torch": torch.__version__, "images": names,
-            "crop": args.crop, "models": args.models, "method": args.method,
-            "schedules": args.schedules, "budgets": args.budgets, "compile": args.compile,
-            "seconds": time.perf_counter() - start}
-    (args.out / "results.json").write_text(json.dumps(
-        {"meta": meta, "rows": rows, "per_image": results}, indent=1))
-    header = (f"{len(names)} images ({args.crop}² centre crops), models {args.models}, "
-              f"{args.method}; gain: true R-D loss against the base codec, mean over images "
-              "and models")
-    (args.out / "results.md").write_text(markdown(rows, header, args.reference))
-    print(markdown(rows, header, args.reference))
+    if not args.merge and not args.images:
+        p.error("give images to refine, or --merge")
+    write(args.out, *(merge(args.merge) if args.merge else measure(args)))
 
 
 if __name__ == "__main__":

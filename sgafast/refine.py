@@ -36,6 +36,10 @@ COMPILE_FROM_ITERS = 500  # compile=None on CUDA: shorter runs do not pay back t
 # (2026-12-06-cpu.md, idle 2-core build machine): 261 s / 8 = 32.6 s per compilation against
 # 895 - 574 = 321 ms saved per iteration and megapixel
 CPU_COMPILE_FROM_WORK = 100_000_000
+# compiled steps (padded size x batch size) dynamo keeps per process on the CPU, where each costs
+# only its code: far above dynamo's default of 8, so a folder of many sizes whose steps pay their
+# compilation keeps compiling; on CUDA dynamo's default stays, as the bound on recorded CUDA graphs
+CPU_COMPILED_STEPS = 64
 LATENT_LIMIT = 2.0**24  # beyond, a latent's rounding is inexact in fp32: diverged, not coded
 
 
@@ -175,21 +179,27 @@ class Refined:
             for v in self.latents)
 
     def divergence_message(self) -> str:
-        where = f"at iteration {self.diverged_at}" if self.diverged_at is not None else ""
-        return f"diverged {where}; lower --lr / --tau-rate".replace("  ", " ")
+        where = f" at iteration {self.diverged_at}" if self.diverged_at is not None else ""
+        return f"diverged{where}; lower --lr"
 
 
 _EAGER_NOTES: set[str] = set()
 
 
-def _note_eager(exc: Exception) -> None:
+def compiled_steps_limit(device: torch.device) -> int:
+    """How many compiled steps (one per padded size and batch size) a process keeps on
+    ``device``: CPU_COMPILED_STEPS on the CPU, dynamo's ``recompile_limit`` elsewhere."""
+    return CPU_COMPILED_STEPS if device.type == "cpu" else torch._dynamo.config.recompile_limit
+
+
+def _note_eager(exc: Exception, limit: int) -> None:
     """One line on stderr, once per kind of failure: the step runs eagerly, and why."""
     kind = type(exc).__name__
     if kind not in _EAGER_NOTES:
         _EAGER_NOTES.add(kind)
         if isinstance(exc, torch._dynamo.exc.FailOnRecompileLimitHit):
-            reason = (f"dynamo holds its limit of {torch._dynamo.config.recompile_limit} "
-                      "compiled steps, one per padded size and batch size")
+            reason = (f"the process holds its limit of {limit} compiled steps, one per padded "
+                      "size and batch size")
         else:
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             reason = " ".join([kind + ":", *lines[:2]])[:240]
@@ -313,13 +323,15 @@ class Refinement:
     def _first_compiled_step(self) -> None:
         """The first step, which compiles (or finds the graph in dynamo's cache). Where that
         fails, or dynamo's cache of graphs is full, the batch runs eagerly, said once."""
+        limit = compiled_steps_limit(self.x.device)
         try:
-            with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+            with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True,
+                                            recompile_limit=limit):
                 self.step()
         except (torch.OutOfMemoryError, SgafastError):
             raise
         except Exception as exc:  # noqa: BLE001 - any compiler failure: the eager step is the same
-            _note_eager(exc)
+            _note_eager(exc, limit)
             self.opt.zero_grad(set_to_none=True)
             self.compiled = self.graphed = False
             self.relaxed_loss = self.problem.relaxed_loss

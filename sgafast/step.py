@@ -130,7 +130,7 @@ def compiled(problem: StepProblem):
 
     The graph has static shapes: one per padded image size and batch size (images of different
     sizes that share a padded size share it), cached by dynamo across batches, at most
-    ``recompile_limit`` of them; the driver runs the eager step beyond (see refine). Dynamic
+    ``refine.compiled_steps_limit`` of them; the driver runs the eager step beyond. Dynamic
     shapes do not give one graph for all sizes with PyTorch 2.14 (docs/running.md, "Many image
     sizes"): the backward's compilation specialises the spatial sizes.
     """

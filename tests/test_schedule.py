@@ -108,7 +108,7 @@ def test_the_default_is_the_budget_schedule_and_a_tau_rate_chooses_the_papers():
     """The budget preset unless told; --tau-rate (a paper-schedule setting) alone means paper."""
     budget, paper = parse_schedule("budget"), parse_schedule("paper")
     default = RefineConfig()
-    assert default.schedule == budget and default.lr == budget.lr == 2e-2
+    assert default.schedule == budget and default.lr == budget.lr == 4e-2
     assert default.tau_rate is None
     for cfg in (RefineConfig(tau_rate=3e-3), default.with_options(tau_rate=3e-3),
                 RefineConfig.for_method("linear", tau_rate=3e-3)):

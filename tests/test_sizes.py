@@ -153,3 +153,24 @@ def test_the_default_compiles_the_steps_that_enough_images_share(mixed_folder, t
     assert sum(r["history"]["compiled"] for r in records) == 8
     err = capsys.readouterr().err
     assert "(8 compiled, 1 eager)" in err and "running eagerly" not in err
+
+
+@pytest.mark.slow
+def test_the_cpu_keeps_its_own_number_of_compiled_steps(default_model, kodak_crops,
+                                                         monkeypatch, capsys):
+    """The driver's limit, not dynamo's default of 8, decides when a new shape runs eagerly:
+    set to 1, the second padded size falls back (said with the limit), which dynamo's own
+    default would have compiled."""
+    assert refine_module.compiled_steps_limit(torch.device("cpu")) > 8
+    assert torch._dynamo.config.recompile_limit >= 2
+    monkeypatch.setattr(refine_module, "CPU_COMPILED_STEPS", 1)
+    monkeypatch.setattr(refine_module, "_EAGER_NOTES", set())
+    torch._dynamo.reset()
+    cfg = RefineConfig.for_method("ssl", iters=2, track_every=0, compile=True)
+    (first,) = refine_batch(default_model, kodak_crops[:1, :, :64, :64], ["a"], cfg)
+    wide = torch.cat(list(kodak_crops), -1)[None]  # 64 x 128: another padded size
+    (second,) = refine_batch(default_model, wide, ["b"], cfg)
+    assert first.compiled and not second.compiled
+    err = capsys.readouterr().err
+    assert err.count("running eagerly") == 1 and "limit of 1 compiled steps" in err
+    torch._dynamo.reset()

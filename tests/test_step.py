@@ -87,7 +87,7 @@ def test_a_diverging_image_fails_alone_with_a_message(default_model, kodak_crops
     x = kodak_crops[:, :, :40, :48]
     (res,) = refine_batch(default_model, x[:1], ["a"],
                           RefineConfig(iters=6, lr=3e38, track_every=0, compile=False))
-    assert not res.codable and "lower --lr / --tau-rate" in res.divergence_message()
+    assert not res.codable and "lower --lr" in res.divergence_message()
     run = Refinement(default_model, x[:1], ["a"], RefineConfig(iters=50, lr=3e38,
                                                                track_every=5, compile=False))
     run.advance(50)
