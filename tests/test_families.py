@@ -18,6 +18,7 @@ from sgafast.inputs import collect
 from sgafast.metrics import psnr
 from sgafast.pipeline import refine_items
 from sgafast.refine import RefineConfig, refine_batch
+from conftest import EQUALITY_LR
 
 DIMS = {  # tiny sizes; ELIC's groups are not CompressAI's default
     "bmshj2018-factorized": {"N": 8, "M": 12},
@@ -108,9 +109,10 @@ def plain_state_dict(tiny, arch, folder: Path, wrapped: bool = False) -> Path:
 @pytest.mark.parametrize("arch", ARCHS)
 def test_batch_refinement_equals_per_image(tiny, kodak_crops, arch):
     x = kodak_crops[:, :, :H, :W]
-    batched = refine_batch(tiny[arch], x, ["first", "second"], CFG)
+    cfg = CFG.with_options(lr=EQUALITY_LR)
+    batched = refine_batch(tiny[arch], x, ["first", "second"], cfg)
     for i, name in enumerate(["first", "second"]):
-        (alone,) = refine_batch(tiny[arch], x[i:i + 1], [name], CFG)
+        (alone,) = refine_batch(tiny[arch], x[i:i + 1], [name], cfg)
         torch.testing.assert_close(batched[i].latents, alone.latents, rtol=1e-4, atol=1e-4)
         assert not torch.equal(batched[i].latents[0], batched[i].base[0])  # it did refine
         assert [t for t, _ in batched[i].true_loss] == [0, 2, 4]

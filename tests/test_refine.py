@@ -13,6 +13,7 @@ from sgafast.images import Canvas
 from sgafast.models import BaseModel
 from sgafast.ops.schedule import Schedule
 from sgafast.refine import STOP_POINTS, RefineConfig, refine_batch
+from conftest import EQUALITY_LR
 
 FAST = dict(iters=120, tau_rate=2e-2, track_every=40)  # tau anneals within the short run
 
@@ -36,7 +37,7 @@ def test_refinement_lowers_true_rd_loss(default_model, kodak_crops):
 
 def test_batch_equals_per_image(default_model, kodak_crops):
     x = _crop(kodak_crops)
-    cfg = RefineConfig.for_method("linear", iters=15, track_every=0)
+    cfg = RefineConfig.for_method("linear", iters=15, track_every=0, lr=EQUALITY_LR)
     batched = refine_batch(default_model, x, ["first", "second"], cfg)
     for i, name in enumerate(["first", "second"]):
         (alone,) = refine_batch(default_model, x[i:i + 1], [name], cfg)

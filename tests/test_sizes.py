@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch._dynamo.utils
 
-from conftest import BUNDLED
+from conftest import BUNDLED, EQUALITY_LR
 from sgafast.cli import main
 from sgafast.errors import SgafastError
 from sgafast.images import Canvas, Geometry, read_image, write_png
@@ -50,7 +50,8 @@ def test_a_mixed_size_batch_equals_the_per_image_results(default_model, kodak_cr
     images = [kodak_crops[0, :, :40, :48], kodak_crops[1, :, :64, :56],
               kodak_crops[0, :, 3:53, :60]]
     names = ["a", "b", "c"]
-    cfg = RefineConfig.for_method("linear", iters=12, track_every=4, compile=False)
+    cfg = RefineConfig.for_method("linear", iters=12, track_every=4, compile=False,
+                                  lr=EQUALITY_LR)
     batched = refine_batch(default_model, images, names, cfg)
     for image, name, res in zip(images, names, batched):
         (alone,) = refine_batch(default_model, image[None], [name], cfg)
