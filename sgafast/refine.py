@@ -1,7 +1,8 @@
 """The refinement driver: optimise one batch of images' latents (docs/method.md §3-5).
 
 The loss of a batch is the sum of per-image losses and every image's noise comes from (its own
-seed, iteration, latent), so each image follows exactly the trajectory it would follow alone.
+seed, iteration, latent), so each image follows the trajectory it would follow alone (up to
+the float rounding of batched convolutions).
 The loop keeps everything on the device: the iteration counter is a tensor, the relaxed losses
 go into a device buffer, and the host reads nothing back until the end (and at the every-k
 tracking points, which are outside the step).
