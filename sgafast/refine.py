@@ -37,9 +37,10 @@ COMPILE_FROM_ITERS = 500  # compile=None on CUDA: shorter runs do not pay back t
 # (2026-12-06-cpu.md, idle 2-core build machine): 261 s / 8 = 32.6 s per compilation against
 # 895 - 574 = 321 ms saved per iteration and megapixel
 CPU_COMPILE_FROM_WORK = 100_000_000
-# compiled steps (padded size x batch size) dynamo keeps per process on the CPU, where each costs
-# only its code: far above dynamo's default of 8, so a folder of many sizes whose steps pay their
-# compilation keeps compiling; on CUDA dynamo's default stays, as the bound on recorded CUDA graphs
+# compiled steps (padded size x batch size) dynamo keeps per process on the CPU, where a step
+# records no CUDA graph: far above dynamo's default of 8, so a folder of many sizes whose steps
+# pay their compilation keeps compiling; on CUDA dynamo's default stays, as the bound on the
+# number of recorded CUDA graphs
 CPU_COMPILED_STEPS = 64
 LATENT_LIMIT = 2.0**24  # beyond, a latent's rounding is inexact in fp32: diverged, not coded
 

@@ -15,7 +15,6 @@ from sgafast.evaluate import MethodSpec, parse_methods
 from conftest import BUNDLED
 
 
-
 def finer_quantisation(net, s):
     """The same codec with latents scaled by s: a finer quantiser, a second R-D point."""
     with torch.no_grad():

@@ -14,7 +14,6 @@ from sgafast.ops.schedule import TAU_MAX, TAU_RATE, Schedule, parse_schedule
 from conftest import BUNDLED
 
 
-
 def test_sga_plus_schedule_starts_at_one_and_decays():
     assert temperature(0, method="ssl") == 1.0
     assert math.isclose(temperature(1000, method="linear"), math.exp(-1))
