@@ -81,9 +81,11 @@ def model_runs(model, names, x, args) -> dict[str, dict[int, list[dict]]]:
                       args.batch_size, sorted({0, *budgets, args.reference}))
     runs = {"base": {0: cut.pop(0)}, CUT: cut, SCALED: {}}
     for budget in budgets:
-        scaled = config.with_options(iters=budget, tau_rate=config.tau_rate * PAPER_BUDGET / budget)
-        runs[SCALED][budget] = (cut[budget] if budget == PAPER_BUDGET else run_batches(
-            model, names, x, scaled, args.batch_size, [budget])[budget])
+        if args.scaled:
+            scaled = config.with_options(iters=budget,
+                                         tau_rate=config.tau_rate * PAPER_BUDGET / budget)
+            runs[SCALED][budget] = (cut[budget] if budget == PAPER_BUDGET else run_batches(
+                model, names, x, scaled, args.batch_size, [budget])[budget])
         for text in args.schedules:
             cfg = config.with_options(iters=budget, schedule=parse_schedule(text))
             runs.setdefault(text, {})[budget] = run_batches(model, names, x, cfg,
@@ -158,7 +160,8 @@ def measure(args) -> tuple[dict, dict]:
     meta = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or
             platform.machine(), "torch": torch.__version__, "images": names,
             "crop": args.crop, "models": args.models, "method": args.method,
-            "schedules": args.schedules, "budgets": args.budgets, "reference": args.reference,
+            "schedules": args.schedules, "scaled": args.scaled, "budgets": args.budgets,
+            "reference": args.reference,
             "compile": args.compile, "seconds": time.perf_counter() - start}
     return meta, results
 
@@ -201,6 +204,8 @@ def main() -> None:
                    help="the paper's schedule at this many iterations is the 100 %% of shares")
     p.add_argument("--schedules", type=lambda s: [v for v in s.split(";") if v],
                    default=["budget"], help="';'-separated schedules (parse_schedule)")
+    p.add_argument("--scaled", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run the paper's schedule scaled to each budget")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--merge", type=Path, nargs="+", metavar="RESULTS_JSON",
