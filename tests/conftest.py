@@ -14,8 +14,9 @@ import pytest  # noqa: E402
 
 BUNDLED_IMAGES = Path(__file__).resolve().parents[1] / "sgafast" / "data" / "images"
 BUNDLED = sorted(BUNDLED_IMAGES.glob("*.png"))  # the two bundled 256² Kodak crops
-# the learning rate of the tests that compare a batch with its images refined alone: Adam turns a
-# batched convolution's last-bit noise in a near-zero gradient into up to one step, so a small
+# the learning rate of the tests that compare two refinements that differ in float rounding only
+# (a batch against its images alone, the kernels against the reference): Adam turns a
+# convolution's last-bit noise in a near-zero gradient into up to one step, so a small
 # step keeps that below their tolerance, while a broken batch would move every latent
 EQUALITY_LR = 5e-3
 

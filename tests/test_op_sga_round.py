@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from closed_forms import binomial_bound, p_up_closed_form
+from conftest import EQUALITY_LR
 from helpers import DEVICE, GUMBEL, assert_no_worse_than_torch, tolerance
 from sgafast import sga_round
 from sgafast.errors import SgafastError
@@ -303,7 +304,7 @@ def test_short_refinement_triton_equals_torch(default_model, kodak_crops):
     model = copy.deepcopy(default_model)  # the session's model stays on the CPU
     model.net.to(DEVICE)
     runs = [refine_batch(model, x, ["a", "b"],
-                         RefineConfig(iters=4, track_every=0, backend=backend))
+                         RefineConfig(iters=4, track_every=0, lr=EQUALITY_LR, backend=backend))
             for backend in ("triton", "torch")]
     for fused, ref in zip(*runs):
         torch.testing.assert_close(fused.relaxed_loss, ref.relaxed_loss, rtol=1e-5, atol=0)
