@@ -34,7 +34,7 @@ STOP_POINTS = 2  # stop_below looks this many tracking points back
 COMPILE_FROM_ITERS = 500  # compile=None on CUDA: shorter runs do not pay back the warm-up
 # compile=None on the CPU: the padded pixel-iterations that will share one compiled step (one
 # padded size and batch size) for its warm-up to pay back; from benchmarks/results/sizes
-# (2026-12-06-cpu.md, idle 2-core build machine): 261 s / 8 = 32.6 s per compilation against
+# (2026-12-06-cpu.md, idle 2-core build machine): 261.2 s / 8 = 32.7 s per compilation against
 # 895 - 574 = 321 ms saved per iteration and megapixel
 CPU_COMPILE_FROM_WORK = 100_000_000
 # compiled steps (padded size x batch size) dynamo keeps per process on the CPU, where a step

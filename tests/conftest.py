@@ -17,7 +17,7 @@ BUNDLED = sorted(BUNDLED_IMAGES.glob("*.png"))  # the two bundled 256² Kodak cr
 # the learning rate of the tests that compare two refinements that differ in float rounding only
 # (a batch against its images alone, the kernels against the reference): Adam turns a
 # convolution's last-bit noise in a near-zero gradient into up to one step, so a small
-# step keeps that below their tolerance, while a broken batch would move every latent
+# step keeps that below their tolerance, while a broken batch or kernel moves every latent
 EQUALITY_LR = 5e-3
 
 
